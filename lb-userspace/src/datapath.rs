@@ -1,0 +1,251 @@
+//! Loading the datapath object, pinning its maps, and attaching its programs.
+
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    util::KernelVersion,
+};
+use lb_common::{
+    counters::TrafficCounters,
+    maps::{self as m, *},
+};
+
+use crate::EBPF_OBJECT;
+
+/// bpffs magic (`statfs.f_type`), from `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Where bpffs is mounted on every distribution that mounts it.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("bpffs at {path}: {source}")]
+    Bpffs { path: PathBuf, source: io::Error },
+    #[error("loading the eBPF object (maps pinned under {pin_dir}): {source}")]
+    Load { pin_dir: PathBuf, source: Box<aya::EbpfError> },
+    #[error("program `{name}` in the lb-ebpf object: {reason}")]
+    Program { name: &'static str, reason: String },
+    #[error("map `{name}` in the lb-ebpf object: {reason}")]
+    Map { name: &'static str, reason: String },
+    #[error("attaching `{program}` to interface {interface}: {reason}")]
+    Attach { program: &'static str, interface: String, reason: String },
+}
+
+/// Sizes and settings fixed when the object is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Directory on bpffs holding the pinned maps; an existing pin is adopted, so flows and
+    /// programming survive a restart.
+    pub pin_dir: PathBuf,
+    pub conntrack_size: u32,
+    pub affinity_size: u32,
+    pub max_frontends: u32,
+    pub max_maglev_chunks: u32,
+    pub config: DatapathConfig,
+}
+
+impl LoadOptions {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+            conntrack_size: DEFAULT_CONNTRACK_SIZE,
+            affinity_size: DEFAULT_AFFINITY_SIZE,
+            max_frontends: DEFAULT_MAX_FRONTENDS,
+            max_maglev_chunks: DEFAULT_MAX_MAGLEV_CHUNKS,
+            config: DatapathConfig::DEFAULT,
+        }
+    }
+}
+
+/// The maps userspace writes and reads, typed by lb-common.
+pub struct Maps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: Array<MapData, BackendValue>,
+    pub maglev: HashMap<MapData, MaglevKey, MaglevChunk>,
+    pub src_ranges: LpmTrie<MapData, SourceRangeKey, u8>,
+    pub conntrack: HashMap<MapData, CtKey, CtValue>,
+    pub revnat: HashMap<MapData, CtKey, RevNatValue>,
+    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    pub backend_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub service_stats: PerCpuArray<MapData, TrafficCounters>,
+    pub drop_stats: PerCpuArray<MapData, u64>,
+    pub config: Array<MapData, DatapathConfig>,
+}
+
+/// The loaded programs and their maps. Dropping it detaches every program it attached; the
+/// pinned maps stay until [`remove_pins`].
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Datapath {
+    /// Loads (verifies) every program and creates or adopts the pinned maps.
+    pub fn load(opts: &LoadOptions) -> Result<(Self, Maps), DatapathError> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(&opts.pin_dir)
+            .map_err(|source| DatapathError::Bpffs { path: opts.pin_dir.clone(), source })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&opts.pin_dir)
+            .map_max_entries(m::CONNTRACK, opts.conntrack_size)
+            .map_max_entries(m::REVNAT, opts.conntrack_size)
+            .map_max_entries(m::AFFINITY, opts.affinity_size)
+            .map_max_entries(m::SERVICES, opts.max_frontends)
+            .map_max_entries(m::MAGLEV, opts.max_maglev_chunks)
+            .load(EBPF_OBJECT)
+            .map_err(|e| DatapathError::Load {
+                pin_dir: opts.pin_dir.clone(),
+                source: Box::new(e),
+            })?;
+
+        let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP_INGRESS)?;
+        xdp.load().map_err(|e| prog_err(PROG_XDP_INGRESS, e))?;
+        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+            let tc: &mut SchedClassifier = program(&mut ebpf, name)?;
+            tc.load().map_err(|e| prog_err(name, e))?;
+        }
+
+        let mut maps = Maps {
+            services: take_map(&mut ebpf, m::SERVICES)?,
+            backends: take_map(&mut ebpf, m::BACKENDS)?,
+            maglev: take_map(&mut ebpf, m::MAGLEV)?,
+            src_ranges: take_map(&mut ebpf, m::SRC_RANGES)?,
+            conntrack: take_map(&mut ebpf, m::CONNTRACK)?,
+            revnat: take_map(&mut ebpf, m::REVNAT)?,
+            affinity: take_map(&mut ebpf, m::AFFINITY)?,
+            backend_stats: take_map(&mut ebpf, m::BACKEND_STATS)?,
+            service_stats: take_map(&mut ebpf, m::SERVICE_STATS)?,
+            drop_stats: take_map(&mut ebpf, m::DROP_STATS)?,
+            config: take_map(&mut ebpf, m::LB_CONFIG)?,
+        };
+        maps.config
+            .set(0, opts.config, 0)
+            .map_err(|e| DatapathError::Map { name: m::LB_CONFIG, reason: e.to_string() })?;
+        Ok((Self { ebpf, pin_dir: opts.pin_dir.clone() }, maps))
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// XDP ingress on an external interface (native mode where the driver has it).
+    pub fn attach_xdp(&mut self, interface: &str) -> Result<(), DatapathError> {
+        let xdp: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
+        xdp.attach(interface, XdpMode::Default)
+            .map(drop)
+            .map_err(|e| attach_err(PROG_XDP_INGRESS, interface, e))
+    }
+
+    /// TC ingress (service balancing for local pods) on a pod-facing interface.
+    pub fn attach_tc_ingress(&mut self, interface: &str) -> Result<(), DatapathError> {
+        self.attach_tc(PROG_TC_INGRESS, interface, TcAttachType::Ingress)
+    }
+
+    /// TC egress (reverse NAT of replies) on any interface that leads to clients.
+    pub fn attach_tc_egress(&mut self, interface: &str) -> Result<(), DatapathError> {
+        self.attach_tc(PROG_TC_EGRESS, interface, TcAttachType::Egress)
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        interface: &str,
+        dir: TcAttachType,
+    ) -> Result<(), DatapathError> {
+        // Before tcx (6.6) classifiers hang off a clsact qdisc; with tcx none is needed.
+        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+            match tc::qdisc_add_clsact(interface) {
+                Ok(()) => {}
+                Err(tc::TcError::AlreadyAttached) => {}
+                Err(e) => return Err(attach_err(name, interface, e)),
+            }
+        }
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        prog.attach(interface, dir).map(drop).map_err(|e| attach_err(name, interface, e))
+    }
+
+    /// A loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        program(&mut self.ebpf, PROG_XDP_INGRESS)
+    }
+
+    /// A loaded TC program (`PROG_TC_INGRESS` or `PROG_TC_EGRESS`).
+    pub fn tc_program(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DatapathError> {
+        program(&mut self.ebpf, name)
+    }
+}
+
+/// Removes every pinned map under `pin_dir` and the directory itself.
+pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Mounts bpffs at [`BPFFS_ROOT`] when nothing is mounted there yet.
+pub fn ensure_bpffs() -> Result<(), DatapathError> {
+    let err = |source| DatapathError::Bpffs { path: BPFFS_ROOT.into(), source };
+    let path = CString::new(BPFFS_ROOT).map_err(|e| err(e.into()))?;
+    // SAFETY: statfs writes only into `st`; `path` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    if st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = CString::new("bpf").map_err(|e| err(e.into()))?;
+    // SAFETY: all pointers are valid NUL-terminated strings; data is unused by bpffs.
+    let rc = unsafe {
+        libc::mount(fstype.as_ptr(), path.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        reason: "not in the object (was lb-ebpf built from this tree?)".into(),
+    })?;
+    prog.try_into().map_err(|e: aya::programs::ProgramError| prog_err(name, e))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::Map { name, reason: "not in the object".into() })?;
+    T::try_from(map).map_err(|e| DatapathError::Map { name, reason: e.to_string() })
+}
+
+fn prog_err(name: &'static str, e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Program { name, reason: verbose(&e) }
+}
+
+fn attach_err(program: &'static str, interface: &str, e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Attach { program, interface: interface.to_owned(), reason: verbose(&e) }
+}
+
+/// `{:#}`-style message including the verifier log when there is one.
+fn verbose(e: &impl std::fmt::Display) -> String {
+    format!("{e:#}")
+}

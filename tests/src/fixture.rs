@@ -1,0 +1,72 @@
+//! A datapath loaded for BPF_PROG_TEST_RUN: its own pin directory, removed on drop.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aya::programs::{TestRun, TestRunOptions, TestRunResult};
+use lb_userspace::{
+    datapath::{self, BPFFS_ROOT, Datapath, LoadOptions},
+    services::ServiceMaps,
+};
+
+pub struct TestDatapath {
+    pub datapath: Datapath,
+    pub services: ServiceMaps,
+    pin_dir: PathBuf,
+}
+
+/// What a program did with a packet.
+#[derive(Debug)]
+pub struct RunResult {
+    pub verdict: u32,
+    pub packet: Vec<u8>,
+    /// The kernel's measured run time.
+    pub duration: Duration,
+}
+
+impl TestDatapath {
+    /// Loads every program (so the verifier has accepted them) with fresh, empty maps.
+    pub fn load() -> Self {
+        let pin_dir = PathBuf::from(BPFFS_ROOT).join(crate::unique_prefix());
+        let (datapath, maps) = Datapath::load(&LoadOptions::new(&pin_dir))
+            .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        Self { datapath, services: ServiceMaps::new(maps), pin_dir }
+    }
+
+    pub fn run_xdp(&mut self, packet: &[u8]) -> RunResult {
+        let prog = self.datapath.xdp_program().unwrap_or_else(|e| panic!("{e}"));
+        run(prog, packet)
+    }
+
+    /// Runs `tc_ingress` or `tc_egress` (lb_common::maps::PROG_TC_*).
+    pub fn run_tc(&mut self, name: &'static str, packet: &[u8]) -> RunResult {
+        let prog = self.datapath.tc_program(name).unwrap_or_else(|e| panic!("{e}"));
+        run(prog, packet)
+    }
+}
+
+fn run<P>(prog: &P, packet: &[u8]) -> RunResult
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut out = vec![0u8; packet.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            // repeat > 1 would re-feed the already rewritten packet: one run per call.
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+    out.truncate(r.data_size_out as usize);
+    RunResult { verdict: r.return_value, packet: out, duration: r.duration }
+}
+
+impl Drop for TestDatapath {
+    fn drop(&mut self) {
+        if let Err(e) = datapath::remove_pins(&self.pin_dir) {
+            eprintln!("warning: removing pins under {}: {e}", self.pin_dir.display());
+        }
+    }
+}
