@@ -12,7 +12,25 @@ use lb_userspace::{
 pub struct TestDatapath {
     pub datapath: Datapath,
     pub services: ServiceMaps,
-    pin_dir: PathBuf,
+    _pins: PinDir,
+}
+
+/// A pin directory under bpffs, removed with everything in it on drop (also on panic).
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    /// A fresh, uniquely named directory path (created by the loader).
+    pub fn unique() -> Self {
+        Self(PathBuf::from(BPFFS_ROOT).join(crate::unique_prefix()))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = datapath::remove_pins(&self.0) {
+            eprintln!("warning: removing pins under {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// What a program did with a packet.
@@ -27,10 +45,10 @@ pub struct RunResult {
 impl TestDatapath {
     /// Loads every program (so the verifier has accepted them) with fresh, empty maps.
     pub fn load() -> Self {
-        let pin_dir = PathBuf::from(BPFFS_ROOT).join(crate::unique_prefix());
-        let (datapath, maps) = Datapath::load(&LoadOptions::new(&pin_dir))
+        let pins = PinDir::unique();
+        let (datapath, maps) = Datapath::load(&LoadOptions::new(&pins.0))
             .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-        Self { datapath, services: ServiceMaps::new(maps), pin_dir }
+        Self { datapath, services: ServiceMaps::new(maps), _pins: pins }
     }
 
     pub fn run_xdp(&mut self, packet: &[u8]) -> RunResult {
@@ -61,12 +79,4 @@ where
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
     out.truncate(r.data_size_out as usize);
     RunResult { verdict: r.return_value, packet: out, duration: r.duration }
-}
-
-impl Drop for TestDatapath {
-    fn drop(&mut self) {
-        if let Err(e) = datapath::remove_pins(&self.pin_dir) {
-            eprintln!("warning: removing pins under {}: {e}", self.pin_dir.display());
-        }
-    }
 }

@@ -21,6 +21,7 @@ use lb_userspace::{
 };
 
 use crate::{
+    fixture::PinDir,
     http::HttpBackend,
     netns::{NetNs, veth},
 };
@@ -54,16 +55,6 @@ pub struct Lab {
     pub pod: NetNs,
     pub node: NetNs,
     _pins: PinDir,
-}
-
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = datapath::remove_pins(&self.0) {
-            eprintln!("warning: removing {}: {e}", self.0.display());
-        }
-    }
 }
 
 fn backend_v4(i: usize) -> Ipv4Addr {
@@ -144,6 +135,20 @@ impl Lab {
 
     pub fn backend_addrs_v4(&self) -> Vec<IpAddr> {
         self.backends.iter().map(|b| IpAddr::V4(b.v4)).collect()
+    }
+
+    /// Every namespace this lab made.
+    pub fn netns_names(&self) -> Vec<String> {
+        [&self.node, &self.client, &self.pod]
+            .into_iter()
+            .chain(self.backends.iter().map(|b| &b.ns))
+            .map(|ns| ns.name().to_owned())
+            .collect()
+    }
+
+    /// The bpffs directory holding this lab's pinned maps.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self._pins.0
     }
 }
 
