@@ -422,7 +422,9 @@ fn replies_are_reverse_nated_at_tc_egress() {
         backends(&V4_BACKENDS),
     );
     t.services.apply(&node_port).unwrap_or_else(|e| panic!("{e}"));
-    for (client, vip) in [("198.18.0.2:40000", "198.19.0.10:80"), ("198.18.0.2:40001", "198.18.0.1:30080")] {
+    for (client, vip) in
+        [("198.18.0.2:40000", "198.19.0.10:80"), ("198.18.0.2:40001", "198.18.0.1:30080")]
+    {
         let (client, vip) = (sa(client), sa(vip));
         let backend = expect_dnat_xdp(&mut t, &PacketSpec::tcp_syn(client, vip));
         let reply = PacketSpec::new(backend, client, L4::Tcp { syn: true, ack: true });

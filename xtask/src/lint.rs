@@ -19,9 +19,12 @@ pub fn run() -> Result<()> {
             .args(["--", "-D", "warnings"]),
     )?;
     step("clippy (lb-ebpf, bpfel-unknown-none)");
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root.join("lb-ebpf"))
-            .args(["+nightly", "clippy", "--release", "--", "-D", "warnings"]),
-    )
+    run_cmd(Command::new("cargo").current_dir(root.join("lb-ebpf")).args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
