@@ -15,3 +15,7 @@ pub mod stats;
 
 /// The eBPF object built from lb-ebpf by this crate's build script.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+/// Benchmark baselines (`floor_pass`, `floor_tx`), built alongside; not part of the datapath.
+pub static EBPF_FLOORS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-floors"));

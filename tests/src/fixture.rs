@@ -63,7 +63,8 @@ impl TestDatapath {
     }
 }
 
-fn run<P>(prog: &P, packet: &[u8]) -> RunResult
+/// One BPF_PROG_TEST_RUN of `prog` on `packet` (repeat 1: see the comment inside).
+pub fn run<P>(prog: &P, packet: &[u8]) -> RunResult
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {

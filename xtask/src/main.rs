@@ -5,11 +5,13 @@
 //! - [`test`]: lint, then every test (root-only ones run for real as root).
 //! - [`lint`]: rustfmt and clippy, with lb-ebpf in its own pass.
 //! - [`run`]: the lab, end to end.
+//! - [`bench`]: figures, printed with their baselines.
 //! - [`clean`]: removes leftovers of interrupted runs (namespaces and pins named `lbt-*`).
 //!
 //! xtask deliberately depends on none of the project's crates: building them needs the
 //! toolchain that `setup` installs.
 
+mod bench;
 mod clean;
 mod lint;
 mod run;
@@ -39,6 +41,8 @@ enum Cmd {
     Lint,
     /// Build and run the lab: namespaces, datapath, example services, traffic, counters.
     Run(run::Args),
+    /// Benchmarks: datapath ns/packet against XDP floors measured in the same run.
+    Bench,
     /// Remove namespaces and bpffs pins left by interrupted tests or labs (`lbt-*`).
     Clean,
 }
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test::run(&args),
         Cmd::Lint => lint::run(),
         Cmd::Run(args) => run::run(&args),
+        Cmd::Bench => bench::run(),
         Cmd::Clean => clean::run(),
     }
 }

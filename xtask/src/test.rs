@@ -1,10 +1,13 @@
 //! Every test, as CI runs it.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
-use crate::{is_root, run_cmd, step, workspace_root};
+use crate::{is_root, step, workspace_root};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,10 +31,55 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     step("cargo test (unit, datapath, lab)");
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(workspace_root())
-            .args(["test", "--workspace", "--exclude", "lb-ebpf"])
-            .args(&args.cargo_args),
-    )
+    let mut child = Command::new("cargo")
+        .current_dir(workspace_root())
+        .args(["test", "--workspace", "--exclude", "lb-ebpf"])
+        .args(&args.cargo_args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    // One closing line for every test binary together.
+    println!("\ntests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
+}
+
+/// The number before `label` in a libtest summary (`ok. 13 passed; 0 failed; ...`).
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(label.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn reads_libtest_summaries() {
+        let s = "ok. 13 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 2.29s";
+        assert_eq!((count(s, " passed"), count(s, " failed")), (13, 0));
+        let f = "FAILED. 11 passed; 2 failed; 0 ignored";
+        assert_eq!((count(f, " passed"), count(f, " failed")), (11, 2));
+    }
 }

@@ -1,0 +1,27 @@
+//! `cargo xtask bench`: benchmarks (figures printed, never asserted).
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{is_root, run_cmd, step, workspace_root};
+
+pub fn run() -> Result<()> {
+    if !is_root() {
+        bail!("benchmarks run BPF programs (BPF_PROG_TEST_RUN): run as root");
+    }
+    crate::setup::run()?;
+    step("building (release)");
+    let root = workspace_root();
+    run_cmd(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "lb-tests",
+        "--bin",
+        "lb-bench",
+    ]))?;
+    step("datapath cost per packet");
+    run_cmd(&mut Command::new(root.join("target/release/lb-bench")))
+}
