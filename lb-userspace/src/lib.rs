@@ -8,7 +8,10 @@
 //! - [`stats`]: counters read back from the per-CPU maps.
 //! - [`net`]: small helpers for addresses and CIDRs.
 
+pub mod alloc;
 pub mod datapath;
+pub mod manifests;
+pub mod model;
 pub mod net;
 pub mod services;
 pub mod stats;

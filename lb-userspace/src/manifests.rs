@@ -1,0 +1,281 @@
+//! Reading Kubernetes manifests: files or directories of YAML/JSON, many documents each.
+//!
+//! Objects are decoded into the community API types (k8s-openapi). Every error names the
+//! file, the document (1-based, as an editor would count `---` sections) and, for type
+//! errors, the field path.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::{
+    core::v1::{Endpoints, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use serde::Deserialize;
+
+/// An object the agent understands.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Endpoints(Box<Endpoints>),
+    Pod(Box<Pod>),
+}
+
+/// Where a document came from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based document number in the file.
+    pub doc: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file.display(), self.doc)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub origin: Origin,
+    pub object: Object,
+}
+
+/// An input problem, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{reason}", origin_prefix(.file, *.doc), field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub doc: Option<usize>,
+    /// Field path such as `spec.ports[0].nodePort`.
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+fn origin_prefix(file: &Path, doc: Option<usize>) -> String {
+    match doc {
+        Some(d) => format!("{}: document {d}: ", file.display()),
+        None => format!("{}: ", file.display()),
+    }
+}
+
+impl ManifestError {
+    pub fn at(origin: &Origin, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: origin.file.clone(),
+            doc: Some(origin.doc),
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What reading a set of inputs produced: everything valid, and every problem.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub objects: Vec<Located>,
+    pub errors: Vec<ManifestError>,
+    /// Documents of kinds the agent does not handle (`kind` and where), for a log line.
+    pub skipped: Vec<(String, Origin)>,
+}
+
+/// Reads a file, or every `*.yaml`, `*.yml` and `*.json` file in a directory (sorted, not
+/// recursive).
+pub fn load_path(path: &Path) -> Loaded {
+    let mut loaded = Loaded::default();
+    let files = match manifest_files(path) {
+        Ok(f) => f,
+        Err(e) => {
+            loaded.errors.push(ManifestError {
+                file: path.to_owned(),
+                doc: None,
+                field: None,
+                reason: e.to_string(),
+            });
+            return loaded;
+        }
+    };
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut loaded),
+            Err(e) => loaded.errors.push(ManifestError {
+                file,
+                doc: None,
+                field: None,
+                reason: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    loaded
+}
+
+/// The manifest files `path` names, in a stable order.
+pub fn manifest_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        std::fs::metadata(path)?;
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parses one file's text (YAML or JSON; JSON is read as YAML, its superset).
+pub fn load_text(file: &Path, text: &str, out: &mut Loaded) {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let origin = Origin { file: file.to_owned(), doc: i + 1 };
+        let value = match serde_yaml_ng::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors.push(ManifestError {
+                    file: file.to_owned(),
+                    doc: Some(i + 1),
+                    field: None,
+                    reason: format!("not valid YAML: {e}"),
+                });
+                // The parser cannot resynchronise after a syntax error.
+                return;
+            }
+        };
+        decode_value(value, &origin, "", out);
+    }
+}
+
+fn decode_value(value: serde_yaml_ng::Value, origin: &Origin, prefix: &str, out: &mut Loaded) {
+    if value.is_null() {
+        return; // an empty document
+    }
+    let str_field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let (Some(api_version), Some(kind)) = (str_field("apiVersion"), str_field("kind")) else {
+        out.errors.push(ManifestError::at(
+            origin,
+            format!("{prefix}kind"),
+            "a Kubernetes object needs apiVersion and kind",
+        ));
+        return;
+    };
+    let object = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => {
+            typed(value, origin, prefix, out).map(|s| Object::Service(Box::new(s)))
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            typed(value, origin, prefix, out).map(|s| Object::EndpointSlice(Box::new(s)))
+        }
+        ("v1", "Endpoints") => {
+            typed(value, origin, prefix, out).map(|s| Object::Endpoints(Box::new(s)))
+        }
+        ("v1", "Pod") => typed(value, origin, prefix, out).map(|s| Object::Pod(Box::new(s))),
+        (_, "List") => {
+            let items =
+                value.get("items").and_then(|v| v.as_sequence()).cloned().unwrap_or_default();
+            for (i, item) in items.into_iter().enumerate() {
+                decode_value(item, origin, &format!("{prefix}items[{i}]."), out);
+            }
+            None
+        }
+        (_, "Service" | "EndpointSlice" | "Endpoints" | "Pod") => {
+            out.errors.push(ManifestError::at(
+                origin,
+                format!("{prefix}apiVersion"),
+                format!("{kind} with unsupported apiVersion {api_version:?}"),
+            ));
+            None
+        }
+        _ => {
+            out.skipped.push((kind, origin.clone()));
+            None
+        }
+    };
+    if let Some(object) = object {
+        out.objects.push(Located { origin: origin.clone(), object });
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_yaml_ng::Value,
+    origin: &Origin,
+    prefix: &str,
+    out: &mut Loaded,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let path = e.path().to_string();
+            out.errors.push(ManifestError::at(
+                origin,
+                format!("{prefix}{}", if path == "." { String::new() } else { path }),
+                e.into_inner().to_string(),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Loaded {
+        let mut out = Loaded::default();
+        load_text(Path::new("svc.yaml"), text, &mut out);
+        out
+    }
+
+    #[test]
+    fn multi_document_yaml_and_json() {
+        let out = load(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\n\
+             {\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \"metadata\": {\"name\": \"a-1\"}, \"addressType\": \"IPv4\", \"endpoints\": []}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n",
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.objects.len(), 2);
+        assert!(matches!(out.objects[0].object, Object::Service(_)));
+        assert!(matches!(out.objects[1].object, Object::EndpointSlice(_)));
+        assert_eq!(out.objects[1].origin.doc, 2);
+        assert_eq!(
+            out.skipped,
+            vec![("Ingress".into(), Origin { file: "svc.yaml".into(), doc: 3 })]
+        );
+    }
+
+    #[test]
+    fn type_errors_name_file_document_and_field() {
+        let out = load(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports:\n  - port: eighty\n",
+        );
+        assert_eq!(out.objects.len(), 1, "the valid document still loads");
+        let e = &out.errors[0];
+        assert_eq!((e.doc, e.field.as_deref()), (Some(2), Some("spec.ports[0].port")));
+        assert!(e.to_string().starts_with("svc.yaml: document 2: spec.ports[0].port: "), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_and_missing_kind() {
+        let out = load("apiVersion: v1\nkind: Service\nmetadata: {name: [unclosed\n");
+        assert!(out.errors[0].reason.contains("not valid YAML"), "{:?}", out.errors);
+        let out = load("metadata: {name: x}\n");
+        assert_eq!(out.errors[0].field.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn lists_are_unpacked() {
+        let out = load(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p}\n",
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.objects.len(), 2);
+    }
+}
