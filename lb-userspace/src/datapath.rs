@@ -9,7 +9,12 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink},
+        xdp::XdpLink,
+    },
     util::KernelVersion,
 };
 use lb_common::{
@@ -135,12 +140,30 @@ impl Datapath {
         &self.pin_dir
     }
 
+    /// Where the link of `program` on `interface` is pinned.
+    pub fn link_pin(&self, program: &str, interface: &str) -> PathBuf {
+        self.pin_dir.join("links").join(format!("{program}@{interface}"))
+    }
+
     /// XDP ingress on an external interface (native mode where the driver has it).
+    ///
+    /// The link is pinned, so the program keeps running when this process exits; a link
+    /// already pinned by an earlier process is taken over by atomically replacing its
+    /// program (`bpf_link_update`), so no packet meets an interface without the datapath.
     pub fn attach_xdp(&mut self, interface: &str) -> Result<(), DatapathError> {
+        let pin = self.link_pin(PROG_XDP_INGRESS, interface);
         let xdp: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
-        xdp.attach(interface, XdpMode::Default)
-            .map(drop)
-            .map_err(|e| attach_err(PROG_XDP_INGRESS, interface, e))
+        let err = |e: &dyn std::fmt::Display| attach_err(PROG_XDP_INGRESS, interface, e);
+        if let Some(fd) = pinned_link(&pin)
+            && let Ok(link) = XdpLink::try_from(fd)
+            && xdp.attach_to_link(link).is_ok()
+        {
+            return Ok(());
+        }
+        let id = xdp.attach(interface, XdpMode::Default).map_err(|e| err(&e))?;
+        let link: FdLink =
+            xdp.take_link(id).map_err(|e| err(&e))?.try_into().map_err(|e| err(&e))?;
+        pin_link(link, &pin).map_err(|e| err(&e))
     }
 
     /// TC ingress (service balancing for local pods) on a pod-facing interface.
@@ -167,8 +190,21 @@ impl Datapath {
                 Err(e) => return Err(attach_err(name, interface, e)),
             }
         }
+        let pin = self.link_pin(name, interface);
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-        prog.attach(interface, dir).map(drop).map_err(|e| attach_err(name, interface, e))
+        let err = |e: &dyn std::fmt::Display| attach_err(name, interface, e);
+        if let Some(fd) = pinned_link(&pin)
+            && let Ok(link) = SchedClassifierLink::try_from(fd)
+            && prog.attach_to_link(link).is_ok()
+        {
+            return Ok(());
+        }
+        let id = prog.attach(interface, dir).map_err(|e| err(&e))?;
+        match prog.take_link(id).map_err(|e| err(&e))?.try_into() {
+            Ok(link) => pin_link(link, &pin).map_err(|e| err(&e)),
+            // A netlink (pre-tcx) classifier has no link to pin; it stays attached anyway.
+            Err(_) => Ok(()),
+        }
     }
 
     /// A loaded XDP program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -183,6 +219,29 @@ impl Datapath {
     ) -> Result<&mut SchedClassifier, DatapathError> {
         program(&mut self.ebpf, name)
     }
+}
+
+/// The link pinned at `pin`, if one is there and still usable; a stale pin is removed.
+fn pinned_link(pin: &Path) -> Option<FdLink> {
+    if !pin.exists() {
+        return None;
+    }
+    match PinnedLink::from_pin(pin) {
+        Ok(p) => Some(p.into()),
+        Err(_) => {
+            let _ = std::fs::remove_file(pin);
+            None
+        }
+    }
+}
+
+fn pin_link(link: FdLink, pin: &Path) -> Result<(), io::Error> {
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(pin);
+    // The pin holds the link; dropping our handle leaves it attached.
+    link.pin(pin).map(drop).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Removes every pinned map under `pin_dir` and the directory itself.

@@ -8,6 +8,7 @@
 //! - [`stats`]: counters read back from the per-CPU maps.
 //! - [`net`]: small helpers for addresses and CIDRs.
 
+pub mod agent;
 pub mod alloc;
 pub mod datapath;
 pub mod manifests;

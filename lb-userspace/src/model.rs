@@ -60,6 +60,8 @@ impl NodeConfig {
 /// How a Service appears to `lbctl` and the logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSummary {
+    /// The manifest file it came from.
+    pub file: std::path::PathBuf,
     pub namespace: String,
     pub name: String,
     pub type_: String,
@@ -397,6 +399,7 @@ impl ServiceCtx<'_> {
         };
         let type_ = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
         let mut summary = ServiceSummary {
+            file: self.origin.file.clone(),
             namespace: self.ns.to_owned(),
             name: self.name.to_owned(),
             type_: type_.clone(),

@@ -19,7 +19,7 @@ use std::{
 
 use aya::maps::lpm_trie::Key as LpmKey;
 use lb_common::{
-    addr::{FAMILY_V4, FAMILY_V6, to_map},
+    addr::{FAMILY_V4, FAMILY_V6, from_map, to_map},
     maglev::{self, MaglevBackend, MaglevError},
     maps::*,
 };
@@ -247,6 +247,98 @@ impl ServiceMaps {
             backend_state: HashMap::new(),
             next_table_id: 1,
         }
+    }
+
+    /// Takes over maps a previous process programmed (pinned maps survive restarts): learns
+    /// their frontends, tables, backend ids and source ranges, so that re-applying the same
+    /// programs changes nothing a packet could see and keeps every backend's id, which
+    /// conntrack entries refer to. Follow the first full sync with [`Self::retain`].
+    pub fn adopt(maps: Maps) -> Result<Self, ProgramError> {
+        let mut me = Self::new(maps);
+        let read = |map: &'static str| {
+            move |e: aya::maps::MapError| ProgramError::Map { map, reason: e.to_string() }
+        };
+        for entry in me.maps.services.iter() {
+            let (key, value) = entry.map_err(read(SERVICES))?;
+            let Some(fe) = frontend_from_map(&key, value.flags) else { continue };
+            let p = me.services.entry(value.svc_id).or_default();
+            p.frontends.insert(fe);
+            p.table_id = value.table_id;
+            p.table_chunks =
+                if value.table_id == 0 { 0 } else { value.maglev_m.div_ceil(MAGLEV_CHUNK) };
+            me.frontend_owner.insert(fe, value.svc_id);
+            me.next_table_id = me.next_table_id.max(value.table_id.wrapping_add(1)).max(1);
+        }
+        for id in 1..MAX_BACKENDS {
+            let b = me.maps.backends.get(&id, 0).map_err(read(BACKENDS))?;
+            if b.state == BACKEND_STATE_UNUSED {
+                continue;
+            }
+            let endpoint = (from_map(&b.addr), u16::from_be(b.port_be));
+            // Users are counted again as services are re-applied; `retain` frees the rest.
+            me.backend_ids.by_endpoint.insert(endpoint, (id, 0));
+            me.backend_ids.in_use.insert(id);
+            me.backend_ids.cursor = me.backend_ids.cursor.max(id);
+            me.backend_state.insert(id, b.state);
+        }
+        for key in me.maps.src_ranges.keys() {
+            let key = key.map_err(read(SRC_RANGES))?;
+            let data = key.data();
+            let len = key.prefix_len().saturating_sub(SRC_RANGE_SVC_BITS);
+            let addr = from_map(&data.addr);
+            let len = if addr.is_ipv4() { len.saturating_sub(96) } else { len };
+            if let Ok(cidr) = Cidr::new(addr, len as u8) {
+                me.services.entry(data.svc_id).or_default().source_ranges.insert(cidr);
+            }
+        }
+        Ok(me)
+    }
+
+    /// Removes every service id not in `keep`, every backend no service uses, and every
+    /// Maglev table no frontend points at: the clean-up after adopting and re-syncing.
+    pub fn retain(&mut self, keep: &BTreeSet<u32>) -> Result<(), ProgramError> {
+        let gone: Vec<u32> =
+            self.services.keys().filter(|id| !keep.contains(id)).copied().collect();
+        for id in gone {
+            self.remove(id)?;
+        }
+        let unused: Vec<(IpAddr, u16)> = self
+            .backend_ids
+            .by_endpoint
+            .iter()
+            .filter(|(_, (_, users))| *users == 0)
+            .map(|(e, _)| *e)
+            .collect();
+        for endpoint in unused {
+            if let Some((id, _)) = self.backend_ids.by_endpoint.remove(&endpoint) {
+                self.backend_ids.in_use.remove(&id);
+                let unused = BackendValue {
+                    addr: [0; 16],
+                    port_be: 0,
+                    state: BACKEND_STATE_UNUSED,
+                    family: 0,
+                };
+                self.maps.backends.set(id, unused, 0).map_err(map_err(BACKENDS))?;
+                self.backend_state.remove(&id);
+            }
+        }
+        let live: BTreeSet<u32> = self.services.values().map(|p| p.table_id).collect();
+        let stale: Vec<MaglevKey> = self
+            .maps
+            .maglev
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !live.contains(&k.table_id))
+            .collect();
+        for key in stale {
+            remove_ok(self.maps.maglev.remove(&key)).map_err(map_err(MAGLEV))?;
+        }
+        Ok(())
+    }
+
+    /// Service ids currently programmed.
+    pub fn service_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.services.keys().copied()
     }
 
     pub fn maps(&self) -> &Maps {
@@ -491,6 +583,23 @@ impl ServiceMaps {
 /// `[fd00::2]:8080`).
 pub fn maglev_identity(addr: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(addr, port).to_string()
+}
+
+fn frontend_from_map(key: &ServiceKey, flags: u32) -> Option<Frontend> {
+    let protocol = match key.proto {
+        IPPROTO_TCP => Protocol::Tcp,
+        IPPROTO_UDP => Protocol::Udp,
+        _ => return None,
+    };
+    let kind = [
+        FrontendKind::ClusterIp,
+        FrontendKind::NodePort,
+        FrontendKind::LoadBalancer,
+        FrontendKind::ExternalIp,
+    ]
+    .into_iter()
+    .find(|k| flags & k.flag() != 0)?;
+    Some(Frontend { addr: from_map(&key.addr), port: u16::from_be(key.port_be), protocol, kind })
 }
 
 fn source_range_key(svc_id: u32, cidr: &Cidr) -> LpmKey<SourceRangeKey> {

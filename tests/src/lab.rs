@@ -11,7 +11,7 @@
 //! interface; TC egress (reverse NAT) on `ext0` and every pod-facing interface.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -46,14 +46,24 @@ pub struct BackendPod {
     pub ns: NetNs,
 }
 
-pub struct Lab {
-    // Field order is drop order: servers and programs first, namespaces, then pins.
+/// The namespaces, links and HTTP backends, without a datapath (the agent tests attach
+/// one through `lb-agent`).
+pub struct Topology {
+    // Field order is drop order: servers first, then namespaces.
     pub backends: Vec<BackendPod>,
-    pub services: ServiceMaps,
-    pub datapath: Datapath,
     pub client: NetNs,
     pub pod: NetNs,
     pub node: NetNs,
+    /// `lbt-<pid>-<n>`: every name this lab made starts with it.
+    pub prefix: String,
+}
+
+/// A [`Topology`] with the datapath loaded and attached in the node.
+pub struct Lab {
+    // Field order is drop order: programs first, namespaces, then pins.
+    pub services: ServiceMaps,
+    pub datapath: Datapath,
+    pub net: Topology,
     _pins: PinDir,
 }
 
@@ -65,12 +75,11 @@ fn backend_v6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x18, 0, i as u16 + 1, 0, 0, 0, 2)
 }
 
-impl Lab {
-    /// Builds the lab with `backends` HTTP backend pods (at most 99).
+impl Topology {
+    /// Builds client, node, pod and `backends` HTTP backend pods (at most 99).
     pub fn new(backends: usize) -> Self {
         assert!(backends < 100, "at most 99 backends");
         let prefix = crate::unique_prefix();
-        let pins = PinDir(PathBuf::from(BPFFS_ROOT).join(&prefix));
         let node = NetNs::create(&format!("{prefix}-node"));
         let client = NetNs::create(&format!("{prefix}-client"));
         let pod = NetNs::create(&format!("{prefix}-pod"));
@@ -107,43 +116,49 @@ impl Lab {
             let http = HttpBackend::start(&ns, BACKEND_PORT, &name);
             pods.push(BackendPod { name, v4, v6, http, ns });
         }
-
-        let (datapath, maps) = {
-            let _inside = node.enter();
-            let (mut dp, maps) = Datapath::load(&LoadOptions::new(&pins.0))
-                .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
-            let attach =
-                |r: Result<(), datapath::DatapathError>| r.unwrap_or_else(|e| panic!("{e}"));
-            attach(dp.attach_xdp("ext0"));
-            attach(dp.attach_tc_egress("ext0"));
-            for iface in (0..backends).map(|i| format!("pod{i}")).chain(["podc".to_owned()]) {
-                attach(dp.attach_tc_ingress(&iface));
-                attach(dp.attach_tc_egress(&iface));
-            }
-            (dp, maps)
-        };
-        Self {
-            backends: pods,
-            services: ServiceMaps::new(maps),
-            datapath,
-            client,
-            pod,
-            node,
-            _pins: pins,
-        }
+        Self { backends: pods, client, pod, node, prefix }
     }
 
-    pub fn backend_addrs_v4(&self) -> Vec<IpAddr> {
-        self.backends.iter().map(|b| IpAddr::V4(b.v4)).collect()
+    /// Pod-facing interfaces of the node: `pod0..N` and `podc`.
+    pub fn pod_interfaces(&self) -> Vec<String> {
+        (0..self.backends.len()).map(|i| format!("pod{i}")).chain(["podc".to_owned()]).collect()
     }
 
-    /// Every namespace this lab made.
+    /// Every namespace this topology made.
     pub fn netns_names(&self) -> Vec<String> {
         [&self.node, &self.client, &self.pod]
             .into_iter()
             .chain(self.backends.iter().map(|b| &b.ns))
             .map(|ns| ns.name().to_owned())
             .collect()
+    }
+}
+
+impl Lab {
+    /// Builds the topology with `backends` backend pods and attaches the datapath.
+    pub fn new(backends: usize) -> Self {
+        let net = Topology::new(backends);
+        let pins = PinDir(PathBuf::from(BPFFS_ROOT).join(&net.prefix));
+        let (datapath, maps) = {
+            let _inside = net.node.enter();
+            let (mut dp, maps) = Datapath::load(&LoadOptions::new(&pins.0))
+                .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+            let attach =
+                |r: Result<(), datapath::DatapathError>| r.unwrap_or_else(|e| panic!("{e}"));
+            attach(dp.attach_xdp("ext0"));
+            attach(dp.attach_tc_egress("ext0"));
+            for iface in net.pod_interfaces() {
+                attach(dp.attach_tc_ingress(&iface));
+                attach(dp.attach_tc_egress(&iface));
+            }
+            (dp, maps)
+        };
+        Self { services: ServiceMaps::new(maps), datapath, net, _pins: pins }
+    }
+
+    /// Every namespace this lab made.
+    pub fn netns_names(&self) -> Vec<String> {
+        self.net.netns_names()
     }
 
     /// The bpffs directory holding this lab's pinned maps.

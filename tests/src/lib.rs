@@ -10,6 +10,7 @@
 //! - [`http`]: the backend HTTP server (answers with its name) and client.
 //! - [`lab`]: the client/node/backends lab built from the pieces above.
 
+pub mod agent;
 pub mod fixture;
 pub mod http;
 pub mod lab;

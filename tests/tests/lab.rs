@@ -22,7 +22,8 @@ fn tcp(addr: impl Into<IpAddr>, port: u16, kind: FrontendKind) -> Frontend {
 
 /// New flows the datapath counted per backend name.
 fn new_flows(lab: &Lab) -> BTreeMap<String, u64> {
-    lab.backends
+    lab.net
+        .backends
         .iter()
         .map(|b| {
             // A pod is two backends to the datapath: its IPv4 and its IPv6 address.
@@ -37,7 +38,7 @@ fn new_flows(lab: &Lab) -> BTreeMap<String, u64> {
 }
 
 fn served(lab: &Lab) -> BTreeMap<String, u64> {
-    lab.backends.iter().map(|b| (b.name.clone(), b.http.served())).collect()
+    lab.net.backends.iter().map(|b| (b.name.clone(), b.http.served())).collect()
 }
 
 fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
@@ -56,7 +57,7 @@ fn check_balanced(lab: &Lab, what: &str, send: impl FnOnce() -> Batch) {
         batch.errors.first()
     );
     assert_eq!(batch.ok(), REQUESTS as u64, "{what}: every request answered");
-    for b in &lab.backends {
+    for b in &lab.net.backends {
         let got = batch.by_backend.get(&b.name).copied().unwrap_or(0);
         assert!(
             got * 100 >= REQUESTS as u64 * 15,
@@ -80,7 +81,7 @@ fn cluster_ip_node_port_and_load_balancer_balance_real_http() {
     require_root!();
     let mut lab = Lab::new(3);
     let backends: Vec<Backend> =
-        lab.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
+        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
     let svc = ServiceProgram::new(
         1,
         vec![
@@ -93,27 +94,27 @@ fn cluster_ip_node_port_and_load_balancer_balance_real_http() {
     lab.services.apply(&svc).unwrap_or_else(|e| panic!("{e}"));
 
     check_balanced(&lab, "ClusterIP from a pod (TC)", || {
-        get_many(&lab.pod, &format!("http://{CLUSTER_IP_V4}/"), REQUESTS)
+        get_many(&lab.net.pod, &format!("http://{CLUSTER_IP_V4}/"), REQUESTS)
     });
     check_balanced(&lab, "NodePort from the client (XDP)", || {
-        get_many(&lab.client, &format!("http://{NODE_V4}:{NODE_PORT}/"), REQUESTS)
+        get_many(&lab.net.client, &format!("http://{NODE_V4}:{NODE_PORT}/"), REQUESTS)
     });
     check_balanced(&lab, "LoadBalancer from the client (XDP)", || {
-        get_many(&lab.client, &format!("http://{LB_IP_V4}/"), REQUESTS)
+        get_many(&lab.net.client, &format!("http://{LB_IP_V4}/"), REQUESTS)
     });
 
     // The dual-stack half: an IPv6 ClusterIP over the same pods' IPv6 addresses.
     let v6 = ServiceProgram::new(
         2,
         vec![tcp(CLUSTER_IP_V6, 80, FrontendKind::ClusterIp)],
-        lab.backends.iter().map(|b| Backend::active(IpAddr::V6(b.v6), BACKEND_PORT)).collect(),
+        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V6(b.v6), BACKEND_PORT)).collect(),
     );
     lab.services.apply(&v6).unwrap_or_else(|e| panic!("{e}"));
     check_balanced(&lab, "IPv6 ClusterIP from a pod (TC)", || {
-        get_many(&lab.pod, &format!("http://[{CLUSTER_IP_V6}]/"), REQUESTS)
+        get_many(&lab.net.pod, &format!("http://[{CLUSTER_IP_V6}]/"), REQUESTS)
     });
     check_balanced(&lab, "IPv4 LoadBalancer again, after IPv6 was added", || {
-        get_many(&lab.client, &format!("http://{LB_IP_V4}/"), REQUESTS)
+        get_many(&lab.net.client, &format!("http://{LB_IP_V4}/"), REQUESTS)
     });
 }
 
@@ -122,7 +123,7 @@ fn long_lived_connection_survives_backend_churn() {
     require_root!();
     let mut lab = Lab::new(5);
     let all: Vec<Backend> =
-        lab.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
+        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
     let mut svc = ServiceProgram::new(
         1,
         vec![tcp(LB_IP_V4, 80, FrontendKind::LoadBalancer)],
@@ -130,10 +131,11 @@ fn long_lived_connection_survives_backend_churn() {
     );
     lab.services.apply(&svc).unwrap_or_else(|e| panic!("{e}"));
 
-    let mut conn = KeepAlive::connect(&lab.client, (LB_IP_V4, 80).into())
+    let mut conn = KeepAlive::connect(&lab.net.client, (LB_IP_V4, 80).into())
         .unwrap_or_else(|e| panic!("connecting to the LoadBalancer: {e}"));
     let mine = conn.get().unwrap_or_else(|e| panic!("first request: {e}"));
-    let mine_idx = lab.backends.iter().position(|b| b.name == mine).expect("a backend answered");
+    let mine_idx =
+        lab.net.backends.iter().position(|b| b.name == mine).expect("a backend answered");
 
     // Add the two spare backends one by one, then remove every other backend but ours.
     let mut steps: Vec<Vec<Backend>> = Vec::new();
@@ -158,10 +160,10 @@ fn long_lived_connection_survives_backend_churn() {
             assert_eq!(got, mine, "step {step}: long-lived connection moved to another backend");
         }
         // New connections follow the new set.
-        let batch = get_many(&lab.client, &format!("http://{LB_IP_V4}/"), 20);
+        let batch = get_many(&lab.net.client, &format!("http://{LB_IP_V4}/"), 20);
         assert!(batch.errors.is_empty(), "step {step}: new connections failed: {:?}", batch.errors);
         for name in batch.by_backend.keys() {
-            let i = lab.backends.iter().position(|b| &b.name == name).expect("known backend");
+            let i = lab.net.backends.iter().position(|b| &b.name == name).expect("known backend");
             assert!(svc.backends.contains(&all[i]), "step {step}: new flow reached removed {name}");
         }
         std::thread::sleep(Duration::from_millis(50));

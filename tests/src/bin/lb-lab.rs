@@ -91,9 +91,9 @@ fn run(opts: &Opts, stop: &AtomicBool) -> bool {
     eprintln!("==> lab up: client, node, pod and {} backend namespaces", opts.backends);
     let mut lab = Lab::new(opts.backends);
     let v4: Vec<Backend> =
-        lab.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
+        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
     let v6: Vec<Backend> =
-        lab.backends.iter().map(|b| Backend::active(IpAddr::V6(b.v6), BACKEND_PORT)).collect();
+        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V6(b.v6), BACKEND_PORT)).collect();
     let tcp = |addr: IpAddr, port, kind| Frontend { addr, port, protocol: Protocol::Tcp, kind };
     let sticky_ip: IpAddr = "198.19.0.20".parse().expect("literal");
     let mut sticky =
@@ -131,23 +131,27 @@ fn run(opts: &Opts, stop: &AtomicBool) -> bool {
     eprintln!("==> datapath ready: XDP on node/ext0, TC on pod interfaces; services programmed");
 
     let checks = [
-        ("ClusterIP    http://198.19.0.10/ from pod", &lab.pod, format!("http://{CLUSTER_IP_V4}/")),
+        (
+            "ClusterIP    http://198.19.0.10/ from pod",
+            &lab.net.pod,
+            format!("http://{CLUSTER_IP_V4}/"),
+        ),
         (
             "NodePort     http://198.18.0.1:30080/ from client",
-            &lab.client,
+            &lab.net.client,
             format!("http://{NODE_V4}:{NODE_PORT}/"),
         ),
         (
             "LoadBalancer http://198.19.255.10/ from client",
-            &lab.client,
+            &lab.net.client,
             format!("http://{LB_IP_V4}/"),
         ),
         (
             "ClusterIPv6  http://[fd00:19::10]/ from pod",
-            &lab.pod,
+            &lab.net.pod,
             format!("http://[{CLUSTER_IP_V6}]/"),
         ),
-        ("Affinity     http://198.19.0.20/ from pod", &lab.pod, format!("http://{sticky_ip}/")),
+        ("Affinity     http://198.19.0.20/ from pod", &lab.net.pod, format!("http://{sticky_ip}/")),
     ];
     let mut all_ok = true;
     println!("\n{:<50} {:>6} {:>6}  per backend", "traffic", "ok", "failed");
@@ -182,7 +186,7 @@ fn run(opts: &Opts, stop: &AtomicBool) -> bool {
 
 fn snapshot(lab: &Lab) -> BTreeMap<String, TrafficCounters> {
     let mut out = BTreeMap::new();
-    for b in &lab.backends {
+    for b in &lab.net.backends {
         for addr in [IpAddr::V4(b.v4), IpAddr::V6(b.v6)] {
             if let Some(id) = lab.services.backend_id(addr, BACKEND_PORT)
                 && let Ok(c) = stats::backend(lab.services.maps(), id)

@@ -1,0 +1,278 @@
+//! The agent: keeps the datapath equal to the manifests, live.
+//!
+//! Each sync reads the inputs, translates them ([`crate::model::desired`]), and applies only
+//! the difference to the maps: programs that changed are re-applied (an atomic table swap
+//! each), programs that vanished are removed. A Service whose new version has errors keeps
+//! its last good programs. Allocations are saved after every sync so that a restart hands
+//! out the same addresses and ports.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use tracing::{error, info, warn};
+
+use crate::{
+    alloc::{Allocations, Allocator},
+    datapath::{Datapath, LoadOptions},
+    manifests::{self, load_path},
+    model::{NodeConfig, desired},
+    services::{ProgramError, ServiceMaps, ServiceProgram},
+};
+
+/// Everything the agent is told.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub manifests: PathBuf,
+    pub node: NodeConfig,
+    /// External interfaces: XDP ingress + TC egress (reverse NAT).
+    pub xdp_interfaces: Vec<String>,
+    /// Pod-facing interfaces: TC ingress (east-west) + TC egress (reverse NAT).
+    pub tc_interfaces: Vec<String>,
+    pub load: LoadOptions,
+    /// Where allocations are saved (a JSON file).
+    pub state_file: PathBuf,
+    pub poll_interval: Duration,
+}
+
+/// What the agent has applied, by program key.
+#[derive(Default)]
+struct Applied {
+    programs: BTreeMap<String, ServiceProgram>,
+    owner: BTreeMap<String, String>,
+    /// Service → the file it was last read from.
+    files: BTreeMap<String, PathBuf>,
+}
+
+/// Fingerprint of the inputs: a change of any file's name, size or mtime triggers a sync.
+fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    manifests::manifest_files(path)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            let mtime = meta.and_then(|m| m.modified().ok());
+            (f, len, mtime)
+        })
+        .collect()
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    // Kept alive: dropping it would drop our program handles (the pinned links stay).
+    _datapath: Datapath,
+    services: ServiceMaps,
+    applied: Applied,
+    allocations: Allocations,
+    first_sync: bool,
+}
+
+impl Agent {
+    /// Loads the datapath (adopting pinned maps and links) and attaches it.
+    pub fn start(cfg: AgentConfig) -> Result<Self> {
+        let (mut datapath, maps) = Datapath::load(&cfg.load)?;
+        let services = ServiceMaps::adopt(maps)?;
+        for iface in &cfg.xdp_interfaces {
+            datapath.attach_xdp(iface)?;
+            datapath.attach_tc_egress(iface)?;
+        }
+        for iface in &cfg.tc_interfaces {
+            datapath.attach_tc_ingress(iface)?;
+            datapath.attach_tc_egress(iface)?;
+        }
+        let allocations = match std::fs::read_to_string(&cfg.state_file) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!("reading allocations from {}", cfg.state_file.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Allocations::default(),
+            Err(e) => return Err(e).context(format!("reading {}", cfg.state_file.display())),
+        };
+        info!(
+            pin_dir = %cfg.load.pin_dir.display(),
+            xdp = ?cfg.xdp_interfaces,
+            tc = ?cfg.tc_interfaces,
+            adopted_services = services.service_ids().count(),
+            "datapath attached"
+        );
+        Ok(Self {
+            cfg,
+            _datapath: datapath,
+            services,
+            applied: Applied::default(),
+            allocations,
+            first_sync: true,
+        })
+    }
+
+    /// Syncs now and whenever the inputs change, until `stop` resolves.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        let mut last = None;
+        let mut tick = tokio::time::interval(self.cfg.poll_interval);
+        loop {
+            tokio::select! {
+                () = &mut stop => {
+                    info!("stopping; the datapath keeps serving (pinned under {})", self.cfg.load.pin_dir.display());
+                    return Ok(());
+                }
+                _ = tick.tick() => {
+                    let fp = fingerprint(&self.cfg.manifests);
+                    if last.as_ref() != Some(&fp) {
+                        last = Some(fp);
+                        self.sync()?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One full sync: read, translate, apply the difference.
+    pub fn sync(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let loaded = load_path(&self.cfg.manifests);
+        for (kind, origin) in &loaded.skipped {
+            info!(%origin, kind, "skipped: not a kind the agent handles");
+        }
+        for e in &loaded.errors {
+            error!("{e}");
+        }
+        let mut alloc = Allocator::new(self.allocations.clone());
+        let mut d = desired(&loaded.objects, &self.cfg.node, &mut alloc);
+        for e in &d.errors {
+            error!("{e}");
+        }
+
+        // Services that failed keep what they had; so do Services of files that could not be
+        // read or parsed this time (their objects are missing, not deleted).
+        let unreadable: BTreeSet<&Path> = loaded
+            .errors
+            .iter()
+            .filter(|e| e.doc.is_none() || e.field.is_none())
+            .map(|e| e.file.as_path())
+            .collect();
+        let keep = |svc: &String| {
+            d.failed.contains(svc)
+                || (!d.services.contains_key(svc)
+                    && self
+                        .applied
+                        .files
+                        .get(svc)
+                        .is_some_and(|f| unreadable.contains(f.as_path())))
+        };
+        let kept: Vec<(String, String)> = self
+            .applied
+            .owner
+            .iter()
+            .filter(|(key, owner)| keep(owner) && !d.programs.contains_key(*key))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        for (key, owner) in kept {
+            if let Some(p) = self.applied.programs.get(&key) {
+                d.programs.insert(key.clone(), p.clone());
+                d.owner.insert(key, owner);
+            }
+        }
+        for (svc, summary) in &d.services {
+            self.applied.files.insert(svc.clone(), summary.file.clone());
+        }
+        let kept_keys: BTreeSet<String> = d.programs.keys().cloned().collect();
+        self.allocations = alloc.finish(&|k| {
+            kept_keys.iter().any(|p| p.starts_with(k))
+                || d.failed.iter().any(|s| k.starts_with(s.as_str()))
+        });
+
+        // Removals first, so a frontend moving between Services is free when re-applied.
+        let mut changes = 0;
+        let gone: Vec<String> = self
+            .applied
+            .programs
+            .keys()
+            .filter(|k| !d.programs.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(p) = self.applied.programs.remove(&key) {
+                self.services.remove(p.id)?;
+                self.applied.owner.remove(&key);
+                info!(program = %key, "removed");
+                changes += 1;
+            }
+        }
+        let mut retry = Vec::new();
+        for (key, program) in &d.programs {
+            if self.applied.programs.get(key) == Some(program) {
+                continue;
+            }
+            match self.services.apply(program) {
+                Ok(()) => {
+                    self.log_applied(key, program);
+                    self.applied.programs.insert(key.clone(), program.clone());
+                    self.applied.owner.insert(key.clone(), d.owner[key].clone());
+                    changes += 1;
+                }
+                Err(ProgramError::FrontendClash { .. }) => retry.push(key.clone()),
+                Err(e) => error!(program = %key, "not applied: {e}"),
+            }
+        }
+        for key in retry {
+            let program = &d.programs[&key];
+            match self.services.apply(program) {
+                Ok(()) => {
+                    self.log_applied(&key, program);
+                    self.applied.programs.insert(key.clone(), program.clone());
+                    self.applied.owner.insert(key.clone(), d.owner[&key].clone());
+                    changes += 1;
+                }
+                Err(e) => error!(program = %key, "not applied: {e}"),
+            }
+        }
+        if self.first_sync {
+            // After a restart: drop what the previous process programmed and we no longer want.
+            let keep: BTreeSet<u32> = self.applied.programs.values().map(|p| p.id).collect();
+            self.services.retain(&keep)?;
+            self.first_sync = false;
+        }
+        self.save_allocations();
+        info!(
+            services = d.services.len(),
+            programs = self.applied.programs.len(),
+            changes,
+            errors = loaded.errors.len() + d.errors.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "synced"
+        );
+        Ok(())
+    }
+
+    fn log_applied(&self, key: &str, p: &ServiceProgram) {
+        let ready =
+            p.backends.iter().filter(|b| b.state == crate::services::BackendState::Active).count();
+        info!(
+            program = %key,
+            id = p.id,
+            frontends = p.frontends.len(),
+            backends = p.backends.len(),
+            ready,
+            "applied"
+        );
+    }
+
+    fn save_allocations(&self) {
+        let write = || -> Result<()> {
+            if let Some(dir) = self.cfg.state_file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.cfg.state_file.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.allocations)?)?;
+            std::fs::rename(&tmp, &self.cfg.state_file)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            warn!("saving allocations to {}: {e:#}", self.cfg.state_file.display());
+        }
+    }
+}
