@@ -103,7 +103,9 @@ pub fn build(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, MaglevError
 
     const EMPTY: u32 = u32::MAX;
     let mut table = vec![EMPTY; m as usize];
-    let mut next = vec![0u64; live.len()];
+    // Each backend's position in its permutation (offset + j * skip) mod M, advanced by
+    // addition instead of a multiply and modulo per probe.
+    let mut pos: Vec<u64> = perms.iter().map(|(offset, _)| *offset).collect();
     let mut credit = vec![0u64; live.len()];
     let mut filled = 0u32;
     'fill: loop {
@@ -115,10 +117,13 @@ pub fn build(backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, MaglevError
                 continue;
             }
             credit[i] -= max_weight;
-            let (offset, skip) = perms[i];
+            let skip = perms[i].1;
             loop {
-                let slot = ((offset + next[i] * skip) % m64) as usize;
-                next[i] += 1;
+                let slot = pos[i] as usize;
+                pos[i] += skip;
+                if pos[i] >= m64 {
+                    pos[i] -= m64;
+                }
                 if table[slot] == EMPTY {
                     table[slot] = b.id;
                     filled += 1;

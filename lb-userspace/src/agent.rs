@@ -61,6 +61,13 @@ fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .collect()
 }
 
+/// The `ns/name` an allocation key (`ns/name/...` or a program key `ns/name:...`) is for.
+fn service_of(key: &str) -> &str {
+    let after_ns = key.find('/').map_or(key.len(), |i| i + 1);
+    let end = key[after_ns..].find(['/', ':']).map_or(key.len(), |i| after_ns + i);
+    &key[..end]
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     // Kept alive: dropping it would drop our program handles (the pinned links stay).
@@ -179,11 +186,14 @@ impl Agent {
         for (svc, summary) in &d.services {
             self.applied.files.insert(svc.clone(), summary.file.clone());
         }
-        let kept_keys: BTreeSet<String> = d.programs.keys().cloned().collect();
-        self.allocations = alloc.finish(&|k| {
-            kept_keys.iter().any(|p| p.starts_with(k))
-                || d.failed.iter().any(|s| k.starts_with(s.as_str()))
-        });
+        // Allocations of Services that keep their programs stay, even if unused this round.
+        let kept_services: BTreeSet<&str> = d
+            .owner
+            .values()
+            .map(String::as_str)
+            .chain(d.failed.iter().map(String::as_str))
+            .collect();
+        self.allocations = alloc.finish(&|k| kept_services.contains(service_of(k)));
 
         // Removals first, so a frontend moving between Services is free when re-applied.
         let mut changes = 0;
@@ -274,5 +284,18 @@ impl Agent {
         if let Err(e) = write() {
             warn!("saving allocations to {}: {e:#}", self.cfg.state_file.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_of;
+
+    #[test]
+    fn allocation_keys_name_their_service() {
+        assert_eq!(service_of("shop/web/IPv4"), "shop/web");
+        assert_eq!(service_of("shop/web/http/TCP"), "shop/web");
+        assert_eq!(service_of("shop/web:http/TCP/v4/lb"), "shop/web");
+        assert_eq!(service_of("odd"), "odd");
     }
 }

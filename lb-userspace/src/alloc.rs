@@ -37,6 +37,11 @@ pub struct Allocator {
     taken_ports: BTreeSet<u16>,
     taken_ids: BTreeSet<u32>,
     used: BTreeSet<String>,
+    /// Where the next free-address scan starts in each CIDR, so that allocating N
+    /// addresses is not N scans from the start.
+    cursors: std::collections::HashMap<Cidr, u128>,
+    next_port: u16,
+    next_id: u32,
 }
 
 impl Allocator {
@@ -44,7 +49,16 @@ impl Allocator {
         let taken_ips = state.cluster_ips.values().chain(state.lb_ips.values()).copied().collect();
         let taken_ports = state.node_ports.values().copied().collect();
         let taken_ids = state.service_ids.values().copied().collect();
-        Self { state, taken_ips, taken_ports, taken_ids, used: BTreeSet::new() }
+        Self {
+            state,
+            taken_ips,
+            taken_ports,
+            taken_ids,
+            used: BTreeSet::new(),
+            cursors: Default::default(),
+            next_port: NODE_PORT_MIN,
+            next_id: 1,
+        }
     }
 
     /// Marks an address a manifest asks for explicitly.
@@ -62,7 +76,7 @@ impl Allocator {
         if let Some(ip) = self.state.cluster_ips.get(key) {
             return Some(*ip);
         }
-        let ip = free_ip(cidrs, v4, &self.taken_ips)?;
+        let ip = free_ip(cidrs, v4, &self.taken_ips, &mut self.cursors)?;
         self.taken_ips.insert(ip);
         self.state.cluster_ips.insert(key.to_owned(), ip);
         Some(ip)
@@ -73,7 +87,7 @@ impl Allocator {
         if let Some(ip) = self.state.lb_ips.get(key) {
             return Some(*ip);
         }
-        let ip = free_ip(pools, v4, &self.taken_ips)?;
+        let ip = free_ip(pools, v4, &self.taken_ips, &mut self.cursors)?;
         self.taken_ips.insert(ip);
         self.state.lb_ips.insert(key.to_owned(), ip);
         Some(ip)
@@ -84,7 +98,11 @@ impl Allocator {
         if let Some(p) = self.state.node_ports.get(key) {
             return Some(*p);
         }
-        let port = (NODE_PORT_MIN..=NODE_PORT_MAX).find(|p| !self.taken_ports.contains(p))?;
+        let start = self.next_port.clamp(NODE_PORT_MIN, NODE_PORT_MAX);
+        let port = (start..=NODE_PORT_MAX)
+            .chain(NODE_PORT_MIN..start)
+            .find(|p| !self.taken_ports.contains(p))?;
+        self.next_port = port.saturating_add(1);
         self.taken_ports.insert(port);
         self.state.node_ports.insert(key.to_owned(), port);
         Some(port)
@@ -96,7 +114,9 @@ impl Allocator {
         if let Some(id) = self.state.service_ids.get(key) {
             return Some(*id);
         }
-        let id = (1..max).find(|i| !self.taken_ids.contains(i))?;
+        let start = self.next_id.clamp(1, max.max(1));
+        let id = (start..max).chain(1..start).find(|i| !self.taken_ids.contains(i))?;
+        self.next_id = id + 1;
         self.taken_ids.insert(id);
         self.state.service_ids.insert(key.to_owned(), id);
         Some(id)
@@ -115,7 +135,12 @@ impl Allocator {
     }
 }
 
-fn free_ip(cidrs: &[Cidr], v4: bool, taken: &BTreeSet<IpAddr>) -> Option<IpAddr> {
+fn free_ip(
+    cidrs: &[Cidr],
+    v4: bool,
+    taken: &BTreeSet<IpAddr>,
+    cursors: &mut std::collections::HashMap<Cidr, u128>,
+) -> Option<IpAddr> {
     for cidr in cidrs.iter().filter(|c| c.addr.is_ipv4() == v4) {
         let bits = if v4 { 32 } else { 128 };
         let size: u128 = if u32::from(cidr.prefix_len) >= bits {
@@ -130,10 +155,14 @@ fn free_ip(cidrs: &[Cidr], v4: bool, taken: &BTreeSet<IpAddr>) -> Option<IpAddr>
         // Skip the network address and keep the first few for addresses people pick by hand
         // (the API server keeps .1 for the `kubernetes` Service).
         let first = if size > 16 { 10 } else { 0 };
-        for offset in first..size.min(first + 1_000_000) {
+        let limit = size.min(first + 1_000_000);
+        let start = cursors.get(cidr).copied().unwrap_or(first).clamp(first, limit);
+        // From the cursor to the end, then from the start up to the cursor.
+        for offset in (start..limit).chain(first..start) {
             let n = base + offset;
             let ip = if v4 { IpAddr::V4((n as u32).into()) } else { IpAddr::V6(n.into()) };
             if !taken.contains(&ip) {
+                cursors.insert(*cidr, offset + 1);
                 return Some(ip);
             }
         }

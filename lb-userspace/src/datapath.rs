@@ -57,6 +57,14 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// Sizes the frontend and Maglev maps for `services` service programs with tables of
+    /// `maglev_m` slots (room for every table twice: old and new during a swap, in bursts).
+    pub fn size_for(&mut self, services: u32, maglev_m: u32) {
+        self.max_frontends = self.max_frontends.max(services.saturating_mul(4));
+        let chunks = maglev_m.div_ceil(MAGLEV_CHUNK);
+        self.max_maglev_chunks = services.saturating_add(1024).saturating_mul(chunks);
+    }
+
     pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
         Self {
             pin_dir: pin_dir.into(),

@@ -235,6 +235,7 @@ pub struct ServiceMaps {
     /// Backend states as last written, shared by all services using the backend.
     backend_state: HashMap<u32, u8>,
     next_table_id: u32,
+    table_ids_wrapped: bool,
 }
 
 impl ServiceMaps {
@@ -246,6 +247,7 @@ impl ServiceMaps {
             backend_ids: BackendIds::default(),
             backend_state: HashMap::new(),
             next_table_id: 1,
+            table_ids_wrapped: false,
         }
     }
 
@@ -529,11 +531,13 @@ impl ServiceMaps {
     }
 
     fn fresh_table_id(&mut self) -> u32 {
-        let in_use: BTreeSet<u32> = self.services.values().map(|p| p.table_id).collect();
         loop {
             let id = self.next_table_id;
-            self.next_table_id = self.next_table_id.wrapping_add(1).max(1);
-            if !in_use.contains(&id) {
+            let (next, wrapped) = id.overflowing_add(1);
+            self.next_table_id = next.max(1);
+            self.table_ids_wrapped |= wrapped;
+            // Ids only repeat after 2^32 swaps; from then on, skip ids still in use.
+            if !self.table_ids_wrapped || !self.services.values().any(|p| p.table_id == id) {
                 return id;
             }
         }

@@ -68,6 +68,10 @@ struct RunArgs {
     /// Maglev table size: a prime; larger means more even shares and less disruption.
     #[arg(long, default_value_t = DEFAULT_MAGLEV_M)]
     maglev_m: u32,
+    /// Service programs (one per Service port, address family and frontend group) the maps
+    /// are sized for.
+    #[arg(long, default_value_t = 16384)]
+    max_services: u32,
     /// Conntrack capacity (flows); the LRU evicts the oldest beyond it.
     #[arg(long, default_value_t = DEFAULT_CONNTRACK_SIZE)]
     conntrack_size: u32,
@@ -145,6 +149,7 @@ fn main() -> Result<()> {
     node.maglev_m = args.maglev_m;
     let mut load = LoadOptions::new(&args.pin_dir);
     load.conntrack_size = args.conntrack_size;
+    load.size_for(args.max_services, args.maglev_m);
     load.config.ct_timeout_tcp_s = args.ct_tcp_timeout;
     load.config.ct_timeout_udp_s = args.ct_udp_timeout;
     let cfg = AgentConfig {
