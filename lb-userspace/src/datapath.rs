@@ -252,6 +252,54 @@ fn pin_link(link: FdLink, pin: &Path) -> Result<(), io::Error> {
     link.pin(pin).map(drop).map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// Detaches every link pinned under `pin_dir/links` now (BPF_LINK_DETACH), rather than when
+/// the kernel gets round to freeing the unlinked pins. Returns how many were detached.
+pub fn detach_pinned_links(pin_dir: &Path) -> io::Result<usize> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let dir = pin_dir.join("links");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut detached = 0;
+    for entry in entries {
+        let path =
+            CString::new(entry?.path().as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        // union bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd (u32), file_flags (u32).
+        let mut get = [0u64; 2];
+        get[0] = path.as_ptr() as u64;
+        // SAFETY: the attr buffer is valid and sized; the path outlives the call.
+        let fd = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, get.as_mut_ptr(), std::mem::size_of_val(&get))
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // union bpf_attr for BPF_LINK_DETACH: link_fd (u32).
+        let mut detach = [0u64; 1];
+        detach[0] = fd as u64;
+        // SAFETY: as above; fd is ours and closed right after.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_LINK_DETACH,
+                detach.as_mut_ptr(),
+                std::mem::size_of_val(&detach),
+            )
+        };
+        let err = io::Error::last_os_error();
+        // SAFETY: fd was returned by BPF_OBJ_GET above and is not used after this.
+        unsafe { libc::close(fd as i32) };
+        if rc < 0 {
+            return Err(err);
+        }
+        detached += 1;
+    }
+    Ok(detached)
+}
+
 /// Removes every pinned map under `pin_dir` and the directory itself.
 pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(pin_dir) {

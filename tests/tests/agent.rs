@@ -188,3 +188,33 @@ fn sigkill_and_restart_under_load_loses_no_request() {
     let log = lab.agent.as_ref().expect("agent").log_text();
     assert!(log.contains("adopted_services="), "{log}");
 }
+
+#[test]
+fn sigterm_leaves_the_datapath_serving_and_cleanup_removes_it() {
+    require_root!();
+    let mut lab = AgentLab::new(2);
+    lab.write("web.yaml", &service());
+    lab.write("web-slice.yaml", &slice(&lab, &[0, 1]));
+    lab.start_agent().wait_synced(1);
+    lab.agent.as_mut().expect("agent").stop(libc::SIGTERM);
+    let log = lab.agent.as_ref().expect("agent").log_text();
+    assert!(log.contains("stopping; the datapath keeps serving"), "{log}");
+
+    let batch = lb_requests(&lab, 30);
+    assert!(batch.errors.is_empty(), "no agent, still served: {:?}", batch.errors);
+    assert_eq!(batch.by_backend.len(), 2);
+
+    let out = std::process::Command::new(lb_tests::agent::agent_binary())
+        .args(["cleanup", "--pin-dir"])
+        .arg(&lab.pins.0)
+        .arg("--state-file")
+        .arg(lab.dir.0.join("allocations.json"))
+        .output()
+        .expect("lb-agent cleanup");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!lab.pins.0.exists(), "pins removed");
+    assert!(!lab.dir.0.join("allocations.json").exists(), "saved allocations removed");
+    // With the links gone, the LoadBalancer address is nobody's: requests fail.
+    let batch = get_many(&lab.net.client, &format!("http://{LB_IP_V4}/"), 1);
+    assert_eq!(batch.ok(), 0, "datapath still answering after cleanup: {:?}", batch.by_backend);
+}

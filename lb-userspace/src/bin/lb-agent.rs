@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::maps::{DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_M, DatapathConfig};
 use lb_userspace::{
     agent::{Agent, AgentConfig},
-    datapath::{LoadOptions, remove_pins},
+    datapath::{LoadOptions, detach_pinned_links, remove_pins},
     model::NodeConfig,
     net::Cidr,
 };
@@ -127,6 +127,8 @@ fn main() -> Result<()> {
             .init(),
     }
     if let Some(Cmd::Cleanup { pin_dir, state_file }) = cli.command {
+        let links = detach_pinned_links(&pin_dir)
+            .with_context(|| format!("detaching links pinned under {}", pin_dir.display()))?;
         remove_pins(&pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
         match std::fs::remove_file(&state_file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -135,7 +137,7 @@ fn main() -> Result<()> {
             _ => {}
         }
         tracing::info!(
-            "removed {} (programs detached, maps freed) and {}",
+            "detached {links} links; removed {} (maps freed) and {}",
             pin_dir.display(),
             state_file.display()
         );
