@@ -127,6 +127,7 @@ impl Agent {
                     return Ok(());
                 }
                 _ = tick.tick() => {
+                    self.services.reap()?;
                     let fp = fingerprint(&self.cfg.manifests);
                     if last.as_ref() != Some(&fp) {
                         last = Some(fp);

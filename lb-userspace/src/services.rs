@@ -236,7 +236,13 @@ pub struct ServiceMaps {
     backend_state: HashMap<u32, u8>,
     next_table_id: u32,
     table_ids_wrapped: bool,
+    /// Replaced tables waiting out their grace period: (table id, chunks, since).
+    retired: Vec<(u32, u32, std::time::Instant)>,
 }
+
+/// How long a replaced Maglev table outlives its replacement. A lookup of the old table
+/// happens within one program run (microseconds) after reading the old table id.
+pub const TABLE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl ServiceMaps {
     pub fn new(maps: Maps) -> Self {
@@ -248,6 +254,7 @@ impl ServiceMaps {
             backend_state: HashMap::new(),
             next_table_id: 1,
             table_ids_wrapped: false,
+            retired: Vec::new(),
         }
     }
 
@@ -324,7 +331,12 @@ impl ServiceMaps {
                 self.backend_state.remove(&id);
             }
         }
-        let live: BTreeSet<u32> = self.services.values().map(|p| p.table_id).collect();
+        let live: BTreeSet<u32> = self
+            .services
+            .values()
+            .map(|p| p.table_id)
+            .chain(self.retired.iter().map(|(id, _, _)| *id))
+            .collect();
         let stale: Vec<MaglevKey> = self
             .maps
             .maglev
@@ -457,7 +469,7 @@ impl ServiceMaps {
             remove_ok(self.maps.src_ranges.remove(&source_range_key(svc.id, cidr)))
                 .map_err(map_err(SRC_RANGES))?;
         }
-        self.delete_table(old.table_id, old.table_chunks)?;
+        self.retire_table(old.table_id, old.table_chunks)?;
 
         // 5. Backends this service dropped.
         let new_backends: BTreeSet<(IpAddr, u16)> = wanted.keys().copied().collect();
@@ -490,7 +502,7 @@ impl ServiceMaps {
             remove_ok(self.maps.src_ranges.remove(&source_range_key(id, cidr)))
                 .map_err(map_err(SRC_RANGES))?;
         }
-        self.delete_table(old.table_id, old.table_chunks)?;
+        self.retire_table(old.table_id, old.table_chunks)?;
         for endpoint in &old.backends {
             self.release_backend(*endpoint)?;
         }
@@ -553,6 +565,27 @@ impl ServiceMaps {
             chunk_index += 1;
         }
         Ok(chunk_index)
+    }
+
+    /// A replaced table is deleted only after [`TABLE_GRACE`]: a packet that read its
+    /// service value just before the switch may still look the old table up.
+    fn retire_table(&mut self, table_id: u32, chunks: u32) -> Result<(), ProgramError> {
+        if table_id != 0 {
+            self.retired.push((table_id, chunks, std::time::Instant::now()));
+        }
+        self.reap()
+    }
+
+    /// Deletes retired tables whose grace period is over; cheap when there are none.
+    pub fn reap(&mut self) -> Result<(), ProgramError> {
+        let now = std::time::Instant::now();
+        let (due, keep): (Vec<_>, Vec<_>) =
+            self.retired.drain(..).partition(|(_, _, at)| now.duration_since(*at) >= TABLE_GRACE);
+        self.retired = keep;
+        for (table_id, chunks, _) in due {
+            self.delete_table(table_id, chunks)?;
+        }
+        Ok(())
     }
 
     fn delete_table(&mut self, table_id: u32, chunks: u32) -> Result<(), ProgramError> {

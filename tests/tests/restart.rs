@@ -68,11 +68,15 @@ fn adopting_pinned_maps_keeps_ids_and_flows() {
     assert_eq!(again, ids, "backend ids are kept across the restart");
     svc.retain(&[7].into_iter().collect()).unwrap();
     assert_eq!(run_syn(&mut dp, 40000), first_backend, "flow kept after re-apply and clean-up");
+    std::thread::sleep(lb_userspace::services::TABLE_GRACE);
+    svc.reap().unwrap();
     let table_chunks = svc.maps().maglev.keys().count();
     assert_eq!(table_chunks, 1, "the old table was deleted, the new one stays (M=1021: one chunk)");
 
     // What the new process does not want is removed.
     svc.retain(&Default::default()).unwrap();
+    std::thread::sleep(lb_userspace::services::TABLE_GRACE);
+    svc.reap().unwrap();
     let r = lb_tests::fixture::run(
         dp.xdp_program().unwrap(),
         &PacketSpec::tcp_syn(
