@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: benchmarks (figures printed, never asserted).
+//! `cargo xtask bench`: benchmarks (figures printed, never asserted): the datapath's cost
+//! per packet and the control plane's sync times and memory.
 
 use std::process::Command;
 
@@ -13,15 +14,14 @@ pub fn run() -> Result<()> {
     crate::setup::run()?;
     step("building (release)");
     let root = workspace_root();
-    run_cmd(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "lb-tests",
-        "--bin",
-        "lb-bench",
-    ]))?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "--release", "-q", "-p", "lb-tests"])
+            .args(["--bin", "lb-bench", "--bin", "lb-sync-bench"]),
+    )?;
     step("datapath cost per packet");
-    run_cmd(&mut Command::new(root.join("target/release/lb-bench")))
+    run_cmd(&mut Command::new(root.join("target/release/lb-bench")))?;
+    step("control plane");
+    run_cmd(&mut Command::new(root.join("target/release/lb-sync-bench")))
 }
