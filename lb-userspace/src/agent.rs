@@ -15,10 +15,14 @@ use std::{
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 
+use std::sync::{Arc, Mutex};
+
 use crate::{
     alloc::{Allocations, Allocator},
+    catalog::{Catalog, CatalogProgram},
     datapath::{Datapath, LoadOptions},
     manifests::{self, load_path},
+    metrics::{MetricsSource, SyncStatus},
     model::{NodeConfig, desired},
     services::{ProgramError, ServiceMaps, ServiceProgram},
 };
@@ -36,6 +40,8 @@ pub struct AgentConfig {
     /// Where allocations are saved (a JSON file).
     pub state_file: PathBuf,
     pub poll_interval: Duration,
+    /// Where to serve Prometheus metrics; `None` for nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the agent has applied, by program key.
@@ -68,6 +74,15 @@ fn service_of(key: &str) -> &str {
     &key[..end]
 }
 
+/// Aborts a spawned task when dropped (the metrics server stops with the agent).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct Agent {
     cfg: AgentConfig,
     // Kept alive: dropping it would drop our program handles (the pinned links stay).
@@ -75,7 +90,9 @@ pub struct Agent {
     services: ServiceMaps,
     applied: Applied,
     allocations: Allocations,
+    summaries: BTreeMap<String, crate::model::ServiceSummary>,
     first_sync: bool,
+    metrics: Arc<Mutex<MetricsSource>>,
 }
 
 impl Agent {
@@ -83,6 +100,15 @@ impl Agent {
     pub fn start(cfg: AgentConfig) -> Result<Self> {
         let (mut datapath, maps) = Datapath::load(&cfg.load)?;
         let services = ServiceMaps::adopt(maps)?;
+        // The metrics read the same pinned maps through handles of their own.
+        let metrics = Arc::new(Mutex::new(MetricsSource {
+            maps: crate::datapath::Maps::open_pinned(&cfg.load.pin_dir)?,
+            catalog: Catalog::default(),
+            status: SyncStatus::default(),
+            conntrack_capacity: cfg.load.conntrack_size,
+            max_frontends: cfg.load.max_frontends,
+            max_maglev_chunks: cfg.load.max_maglev_chunks,
+        }));
         for iface in &cfg.xdp_interfaces {
             datapath.attach_xdp(iface)?;
             datapath.attach_tc_egress(iface)?;
@@ -111,6 +137,8 @@ impl Agent {
             services,
             applied: Applied::default(),
             allocations,
+            summaries: BTreeMap::new(),
+            metrics,
             first_sync: true,
         })
     }
@@ -118,6 +146,18 @@ impl Agent {
     /// Syncs now and whenever the inputs change, until `stop` resolves.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(stop);
+        let _metrics = match self.cfg.metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics address {addr}"))?;
+                Some(AbortOnDrop(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    Arc::clone(&self.metrics),
+                ))))
+            }
+            None => None,
+        };
         let mut last = None;
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
         loop {
@@ -248,6 +288,12 @@ impl Agent {
             self.first_sync = false;
         }
         self.save_allocations();
+        self.save_catalog(&d.services);
+        if let Ok(mut m) = self.metrics.lock() {
+            m.status.syncs += 1;
+            m.status.last_duration_s = started.elapsed().as_secs_f64();
+            m.status.config_errors = (loaded.errors.len() + d.errors.len()) as u64;
+        }
         info!(
             services = d.services.len(),
             programs = self.applied.programs.len(),
@@ -270,6 +316,30 @@ impl Agent {
             ready,
             "applied"
         );
+    }
+
+    fn save_catalog(&mut self, services: &BTreeMap<String, crate::model::ServiceSummary>) {
+        // Services kept on their last good version stay listed with their last summary.
+        for (k, v) in services {
+            self.summaries.insert(k.clone(), v.clone());
+        }
+        let live: BTreeSet<&String> = self.applied.owner.values().collect();
+        self.summaries.retain(|k, _| services.contains_key(k) || live.contains(k));
+        let catalog = Catalog {
+            services: self.summaries.values().cloned().collect(),
+            programs: self
+                .applied
+                .programs
+                .iter()
+                .map(|(key, program)| CatalogProgram { key: key.clone(), program: program.clone() })
+                .collect(),
+        };
+        if let Err(e) = catalog.save(&Catalog::path_for(&self.cfg.state_file)) {
+            warn!("{e}");
+        }
+        if let Ok(mut m) = self.metrics.lock() {
+            m.catalog = catalog;
+        }
     }
 
     fn save_allocations(&self) {

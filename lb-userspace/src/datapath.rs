@@ -92,6 +92,39 @@ pub struct Maps {
     pub config: Array<MapData, DatapathConfig>,
 }
 
+impl Maps {
+    /// Opens the maps a running (or stopped) agent pinned under `pin_dir`, without loading
+    /// any program: what `lbctl` and the metrics read.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DatapathError> {
+        fn open<T>(pin_dir: &Path, name: &'static str) -> Result<T, DatapathError>
+        where
+            T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+        {
+            let path = pin_dir.join(name);
+            let err = |reason: String| DatapathError::Map {
+                name,
+                reason: format!("{}: {reason}", path.display()),
+            };
+            let data = aya::maps::MapData::from_pin(&path).map_err(|e| err(e.to_string()))?;
+            let map = aya::maps::Map::from_map_data(data).map_err(|e| err(e.to_string()))?;
+            T::try_from(map).map_err(|e| err(e.to_string()))
+        }
+        Ok(Self {
+            services: open(pin_dir, m::SERVICES)?,
+            backends: open(pin_dir, m::BACKENDS)?,
+            maglev: open(pin_dir, m::MAGLEV)?,
+            src_ranges: open(pin_dir, m::SRC_RANGES)?,
+            conntrack: open(pin_dir, m::CONNTRACK)?,
+            revnat: open(pin_dir, m::REVNAT)?,
+            affinity: open(pin_dir, m::AFFINITY)?,
+            backend_stats: open(pin_dir, m::BACKEND_STATS)?,
+            service_stats: open(pin_dir, m::SERVICE_STATS)?,
+            drop_stats: open(pin_dir, m::DROP_STATS)?,
+            config: open(pin_dir, m::LB_CONFIG)?,
+        })
+    }
+}
+
 /// The loaded programs and their maps. Dropping it detaches every program it attached; the
 /// pinned maps stay until [`remove_pins`].
 pub struct Datapath {

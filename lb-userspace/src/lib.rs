@@ -10,8 +10,11 @@
 
 pub mod agent;
 pub mod alloc;
+pub mod catalog;
+pub mod ctl;
 pub mod datapath;
 pub mod manifests;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod services;

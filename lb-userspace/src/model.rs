@@ -58,7 +58,7 @@ impl NodeConfig {
 }
 
 /// How a Service appears to `lbctl` and the logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSummary {
     /// The manifest file it came from.
     pub file: std::path::PathBuf,

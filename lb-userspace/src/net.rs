@@ -3,7 +3,10 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 /// An IP prefix such as `198.18.0.0/15` or `fd00::/8`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     pub addr: IpAddr,
     pub prefix_len: u8,
@@ -55,6 +58,20 @@ impl FromStr for Cidr {
         let addr: IpAddr = ip.trim().parse().map_err(|_| err("not an IP address"))?;
         let len: u8 = len.trim().parse().map_err(|_| err("prefix length is not a number"))?;
         Self::new(addr, len).map_err(|e| err(e.reason))
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = CidrError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        c.to_string()
     }
 }
 

@@ -26,7 +26,9 @@ use lb_common::{
 
 use crate::{datapath::Maps, net::Cidr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -50,7 +52,9 @@ impl fmt::Display for Protocol {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum FrontendKind {
     ClusterIp,
     NodePort,
@@ -70,7 +74,9 @@ impl FrontendKind {
 }
 
 /// An address, port and protocol clients connect to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Frontend {
     pub addr: IpAddr,
     pub port: u16,
@@ -89,7 +95,7 @@ impl Frontend {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BackendState {
     /// Ready: gets new flows.
     Active,
@@ -97,7 +103,7 @@ pub enum BackendState {
     Terminating,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     pub addr: IpAddr,
     pub port: u16,
@@ -116,7 +122,7 @@ impl Backend {
 }
 
 /// Everything the datapath needs to balance one service port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceProgram {
     /// Caller-chosen id, `< MAX_SERVICE_IDS`: indexes `SERVICE_STATS`, scopes affinity and
     /// source ranges.

@@ -110,6 +110,28 @@ impl AgentLab {
         Self { agent: None, net, pins, dir }
     }
 
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.0.join("allocations.json")
+    }
+
+    /// Runs `lbctl ARGS` against this lab's pins and catalog; returns (exit code, stdout, stderr).
+    pub fn lbctl(&self, args: &[&str]) -> (i32, String, String) {
+        let bin = agent_binary().with_file_name("lbctl");
+        let out = Command::new(&bin)
+            .arg("--pin-dir")
+            .arg(&self.pins.0)
+            .arg("--state-file")
+            .arg(self.state_file())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn manifests(&self) -> PathBuf {
         self.dir.0.join("manifests")
     }
@@ -150,10 +172,11 @@ impl AgentLab {
             .args(["--xdp-iface", "ext0"])
             .args(["--service-cidr", "198.19.0.0/16", "--lb-pool", "198.19.255.0/24"])
             .args(["--maglev-m", "1021", "--poll-ms", "50"])
+            .args(["--metrics-addr", "127.0.0.1:9108"])
             .arg("--pin-dir")
             .arg(&self.pins.0)
             .arg("--state-file")
-            .arg(self.dir.0.join("allocations.json"));
+            .arg(self.state_file());
         for iface in self.net.pod_interfaces() {
             cmd.args(["--tc-iface", &iface]);
         }

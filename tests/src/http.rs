@@ -109,6 +109,11 @@ impl KeepAlive {
         Ok(Self { reader: BufReader::new(stream) })
     }
 
+    /// The client side's address (the flow's source).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.reader.get_ref().local_addr()
+    }
+
     /// Sends one GET and returns the body.
     pub fn get(&mut self) -> std::io::Result<String> {
         self.reader

@@ -90,6 +90,9 @@ struct RunArgs {
     /// How often the manifests are checked for changes, milliseconds.
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
+    /// Where to serve Prometheus metrics (`/metrics`); `off` to serve none.
+    #[arg(long, default_value = "127.0.0.1:9108")]
+    metrics_addr: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -154,7 +157,12 @@ fn main() -> Result<()> {
     load.size_for(args.max_services, args.maglev_m);
     load.config.ct_timeout_tcp_s = args.ct_tcp_timeout;
     load.config.ct_timeout_udp_s = args.ct_udp_timeout;
+    let metrics_addr = match args.metrics_addr.as_str() {
+        "off" | "" => None,
+        a => Some(a.parse().with_context(|| format!("--metrics-addr {a:?} is not ADDR:PORT"))?),
+    };
     let cfg = AgentConfig {
+        metrics_addr,
         manifests,
         node,
         xdp_interfaces: args.xdp_interfaces,

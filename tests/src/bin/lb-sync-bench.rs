@@ -71,6 +71,7 @@ fn main() {
             load,
             state_file: dir.0.join("allocations.json"),
             poll_interval: std::time::Duration::from_millis(100),
+            metrics_addr: None,
         };
         let mut agent = Agent::start(cfg).unwrap_or_else(|e| panic!("agent: {e:#}"));
         let t = Instant::now();

@@ -1,0 +1,380 @@
+//! lbctl: inspect the load balancer's live state — from the pinned maps and the agent's
+//! catalog, so it works whether or not the agent is running.
+//!
+//! Exit codes: 0 done, 1 cannot read the state, 2 bad usage, 3 what was asked for is not
+//! there (no such Service, the flow matches no Service).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_userspace::{
+    catalog::Catalog,
+    ctl::{self, parse_endpoint},
+    datapath::Maps,
+    services::Protocol,
+};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Inspect the eBPF service load balancer (reads pinned maps; no agent needed)"
+)]
+struct Cli {
+    /// bpffs directory the agent pinned its maps in.
+    #[arg(long, global = true, default_value = "/sys/fs/bpf/lb")]
+    pin_dir: PathBuf,
+    /// The agent's --state-file; its catalog.json beside it names what the maps hold.
+    #[arg(long, global = true, default_value = "/var/lib/lb-agent/allocations.json")]
+    state_file: PathBuf,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List Services or endpoints, like `kubectl get`.
+    Get {
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// Per-backend and per-service counters, and drops by reason.
+    Stats,
+    /// Conntrack entries.
+    Conntrack {
+        #[command(subcommand)]
+        what: CtWhat,
+    },
+    /// How a Service's Maglev table is shared among its backends.
+    Maglev {
+        /// NAMESPACE/NAME
+        service: String,
+    },
+    /// Which Service and backend a flow gets, and why.
+    Explain {
+        /// Client ADDR[:PORT]
+        src: String,
+        /// Frontend ADDR:PORT
+        dst: String,
+        #[arg(value_enum, default_value_t = Proto::Tcp)]
+        protocol: Proto,
+    },
+}
+
+#[derive(Subcommand)]
+enum GetWhat {
+    Services,
+    Endpoints,
+}
+
+#[derive(Subcommand)]
+enum CtWhat {
+    List {
+        /// Only flows of NAMESPACE/NAME.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    Count,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("   ").trim_end());
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let catalog = match Catalog::load(&Catalog::path_for(&cli.state_file)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let maps = match Maps::open_pinned(&cli.pin_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lbctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let as_json = matches!(cli.output, Output::Json);
+    match cli.command {
+        Cmd::Get { what: GetWhat::Services } => {
+            if as_json {
+                return json(&catalog.services);
+            }
+            let rows = catalog
+                .services
+                .iter()
+                .map(|s| {
+                    let ready: usize = catalog
+                        .programs
+                        .iter()
+                        .filter(|p| {
+                            p.service() == format!("{}/{}", s.namespace, s.name)
+                                && p.scope() == "cluster"
+                        })
+                        .map(|p| {
+                            p.program
+                                .backends
+                                .iter()
+                                .filter(|b| b.state == lb_userspace::services::BackendState::Active)
+                                .count()
+                        })
+                        .sum();
+                    let ips = |v: &[std::net::IpAddr]| {
+                        if v.is_empty() {
+                            "<none>".to_owned()
+                        } else {
+                            v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                        }
+                    };
+                    vec![
+                        s.namespace.clone(),
+                        s.name.clone(),
+                        s.type_.clone(),
+                        ips(&s.cluster_ips),
+                        ips(&s.external_ips),
+                        if s.ports.is_empty() { "<none>".into() } else { s.ports.join(",") },
+                        ready.to_string(),
+                        s.not_programmed
+                            .clone()
+                            .map_or("programmed".into(), |r| format!("not programmed: {r}")),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "NAMESPACE",
+                    "NAME",
+                    "TYPE",
+                    "CLUSTER-IP",
+                    "EXTERNAL-IP",
+                    "PORT(S)",
+                    "READY",
+                    "DATAPATH",
+                ],
+                rows,
+            );
+        }
+        Cmd::Get { what: GetWhat::Endpoints } => {
+            let rows = ctl::endpoints(&maps, &catalog);
+            if as_json {
+                return json(&rows);
+            }
+            table(
+                &[
+                    "SERVICE",
+                    "PORT",
+                    "FAMILY",
+                    "FRONTENDS",
+                    "BACKEND",
+                    "STATE",
+                    "WEIGHT",
+                    "MAGLEV",
+                    "NEW FLOWS",
+                    "PACKETS",
+                ],
+                rows.into_iter()
+                    .map(|r| {
+                        vec![
+                            r.service,
+                            r.port,
+                            r.family,
+                            r.scope,
+                            r.backend.to_string(),
+                            r.state,
+                            r.weight.to_string(),
+                            format!("{:.1}%", r.maglev_share),
+                            r.new_flows.to_string(),
+                            r.packets.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+        Cmd::Stats => {
+            let s = ctl::stats(&maps, &catalog);
+            if as_json {
+                return json(&s);
+            }
+            table(
+                &["BACKEND", "ID", "STATE", "PACKETS", "BYTES", "NEW FLOWS"],
+                s.backends
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.backend.to_string(),
+                            b.id.to_string(),
+                            b.state.clone(),
+                            b.packets.to_string(),
+                            b.bytes.to_string(),
+                            b.new_flows.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+            println!();
+            table(
+                &[
+                    "SERVICE",
+                    "PORT",
+                    "FAMILY",
+                    "FRONTENDS",
+                    "PACKETS",
+                    "BYTES",
+                    "NEW FLOWS",
+                    "DROPS",
+                ],
+                s.services
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.service.clone(),
+                            p.port.clone(),
+                            p.family.clone(),
+                            p.scope.clone(),
+                            p.packets.to_string(),
+                            p.bytes.to_string(),
+                            p.new_flows.to_string(),
+                            p.drops.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+            println!();
+            table(
+                &["DROP REASON", "PACKETS"],
+                s.drops.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect(),
+            );
+        }
+        Cmd::Conntrack { what } => {
+            let service = match &what {
+                CtWhat::List { service } => service.clone(),
+                CtWhat::Count => None,
+            };
+            let rows = ctl::conntrack(&maps, &catalog, service.as_deref());
+            match what {
+                CtWhat::Count => {
+                    if as_json {
+                        return json(&serde_json::json!({ "entries": rows.len() }));
+                    }
+                    println!("{}", rows.len());
+                }
+                CtWhat::List { .. } => {
+                    if as_json {
+                        return json(&rows);
+                    }
+                    table(
+                        &["CLIENT", "FRONTEND", "PROTO", "BACKEND", "SERVICE", "IDLE"],
+                        rows.into_iter()
+                            .map(|r| {
+                                vec![
+                                    r.client.to_string(),
+                                    r.frontend.to_string(),
+                                    r.protocol,
+                                    r.backend.map_or("<gone>".into(), |b| b.to_string()),
+                                    r.service.unwrap_or_default(),
+                                    format!("{:.0}s", r.idle_s),
+                                ]
+                            })
+                            .collect(),
+                    );
+                }
+            }
+        }
+        Cmd::Maglev { service } => {
+            let rows = ctl::maglev(&maps, &catalog, &service);
+            if rows.is_empty() {
+                eprintln!(
+                    "lbctl: no programmed Service {service:?} (NAMESPACE/NAME; see `lbctl get services`)"
+                );
+                return ExitCode::from(3);
+            }
+            if as_json {
+                return json(&rows);
+            }
+            table(
+                &["PROGRAM", "BACKEND", "SLOTS", "SHARE", "M"],
+                rows.into_iter()
+                    .map(|r| {
+                        vec![
+                            r.program,
+                            r.backend.to_string(),
+                            r.slots.to_string(),
+                            format!("{:.2}%", r.share),
+                            r.m.to_string(),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+        Cmd::Explain { src, dst, protocol } => {
+            let (client, frontend) = match (parse_endpoint(&src), parse_endpoint(&dst)) {
+                (Ok(c), Ok(f)) => (c, f),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("lbctl: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let proto = match protocol {
+                Proto::Tcp => Protocol::Tcp,
+                Proto::Udp => Protocol::Udp,
+            };
+            let e = ctl::explain(&maps, &catalog, client, frontend, proto);
+            let found = e.service.is_some();
+            if as_json {
+                json(&e);
+            } else {
+                println!("flow:     {} -> {} {}", e.client, e.frontend, e.protocol);
+                println!("service:  {}", e.service.as_deref().unwrap_or("<none>"));
+                println!("backend:  {}", e.backend.map_or("<none>".into(), |b| b.to_string()));
+                println!("why:      {}", e.reason);
+            }
+            if !found {
+                return ExitCode::from(3);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,384 @@
+//! `lbctl`'s queries: the pinned maps and the agent's catalog, joined by id. Everything
+//! returns plain data (serialisable for `-o json`); printing lives in the binary.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use lb_common::{
+    addr::{from_map, to_map},
+    counters::DropReason,
+    flow::{flow_hash, maglev_slot},
+    maps::*,
+};
+use serde::Serialize;
+
+use crate::{catalog::Catalog, datapath::Maps, services::Protocol, stats};
+
+/// Live backends in the datapath: `addr:port` → (id, state).
+pub fn backend_table(maps: &Maps) -> BTreeMap<SocketAddr, (u32, u8)> {
+    let mut out = BTreeMap::new();
+    for (id, b) in maps.backends.iter().enumerate() {
+        if let Ok(b) = b
+            && b.state != BACKEND_STATE_UNUSED
+        {
+            out.insert(
+                SocketAddr::new(from_map(&b.addr), u16::from_be(b.port_be)),
+                (id as u32, b.state),
+            );
+        }
+    }
+    out
+}
+
+pub fn state_name(state: u8) -> &'static str {
+    match state {
+        BACKEND_STATE_ACTIVE => "ready",
+        BACKEND_STATE_TERMINATING => "terminating",
+        _ => "unused",
+    }
+}
+
+/// Slots per backend id in a service's current Maglev table.
+pub fn maglev_slots(maps: &Maps, svc: &ServiceValue) -> BTreeMap<u32, u32> {
+    let mut counts = BTreeMap::new();
+    if svc.table_id == 0 {
+        return counts;
+    }
+    for chunk in 0..svc.maglev_m.div_ceil(MAGLEV_CHUNK) {
+        if let Ok(c) = maps.maglev.get(&MaglevKey { table_id: svc.table_id, chunk }, 0) {
+            let slots = (svc.maglev_m - chunk * MAGLEV_CHUNK).min(MAGLEV_CHUNK) as usize;
+            for &id in &c.backend_ids[..slots] {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// The `ServiceValue` of a program (through any of its frontends).
+fn service_value(
+    maps: &Maps,
+    catalog_program: &crate::catalog::CatalogProgram,
+) -> Option<ServiceValue> {
+    let fe = catalog_program.program.frontends.first()?;
+    let key = ServiceKey {
+        addr: to_map(fe.addr),
+        port_be: fe.port.to_be(),
+        proto: fe.protocol.number(),
+        _pad: 0,
+    };
+    maps.services.get(&key, 0).ok()
+}
+
+#[derive(Debug, Serialize)]
+pub struct EndpointRow {
+    pub service: String,
+    pub port: String,
+    pub family: String,
+    pub scope: String,
+    pub backend: SocketAddr,
+    pub state: String,
+    pub weight: u32,
+    /// Share of the Maglev table, in percent.
+    pub maglev_share: f64,
+    pub new_flows: u64,
+    pub packets: u64,
+}
+
+pub fn endpoints(maps: &Maps, catalog: &Catalog) -> Vec<EndpointRow> {
+    let live = backend_table(maps);
+    let mut rows = Vec::new();
+    for p in &catalog.programs {
+        let slots = service_value(maps, p).map(|v| (maglev_slots(maps, &v), v.maglev_m));
+        for b in &p.program.backends {
+            let addr = SocketAddr::new(b.addr, b.port);
+            let (id, state) = live.get(&addr).copied().unwrap_or((0, BACKEND_STATE_UNUSED));
+            let share = slots.as_ref().map_or(0.0, |(s, m)| {
+                f64::from(s.get(&id).copied().unwrap_or(0)) * 100.0 / f64::from(*m)
+            });
+            let c = stats::backend(maps, id).unwrap_or(lb_common::counters::TrafficCounters {
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                drops: 0,
+            });
+            rows.push(EndpointRow {
+                service: p.service().to_owned(),
+                port: p.port().to_owned(),
+                family: p.family().to_owned(),
+                scope: p.scope().to_owned(),
+                backend: addr,
+                state: state_name(state).to_owned(),
+                weight: b.weight,
+                maglev_share: share,
+                new_flows: c.new_flows,
+                packets: c.packets,
+            });
+        }
+    }
+    rows
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendStats {
+    pub backend: SocketAddr,
+    pub id: u32,
+    pub state: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramStats {
+    pub service: String,
+    pub port: String,
+    pub family: String,
+    pub scope: String,
+    pub id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub drops: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub backends: Vec<BackendStats>,
+    pub services: Vec<ProgramStats>,
+    pub drops: BTreeMap<String, u64>,
+}
+
+pub fn stats(maps: &Maps, catalog: &Catalog) -> Stats {
+    let backends = backend_table(maps)
+        .into_iter()
+        .filter_map(|(addr, (id, state))| {
+            let c = stats::backend(maps, id).ok()?;
+            Some(BackendStats {
+                backend: addr,
+                id,
+                state: state_name(state).to_owned(),
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+            })
+        })
+        .collect();
+    let services = catalog
+        .programs
+        .iter()
+        .filter_map(|p| {
+            let c = stats::service(maps, p.program.id).ok()?;
+            Some(ProgramStats {
+                service: p.service().to_owned(),
+                port: p.port().to_owned(),
+                family: p.family().to_owned(),
+                scope: p.scope().to_owned(),
+                id: p.program.id,
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+                drops: c.drops,
+            })
+        })
+        .collect();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), stats::drops(maps, *r).unwrap_or(0)))
+        .collect();
+    Stats { backends, services, drops }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConntrackRow {
+    pub client: SocketAddr,
+    pub frontend: SocketAddr,
+    pub protocol: String,
+    pub backend: Option<SocketAddr>,
+    pub service: Option<String>,
+    pub idle_s: f64,
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        IPPROTO_TCP => "TCP".into(),
+        IPPROTO_UDP => "UDP".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Monotonic clock the datapath stamps entries with (`bpf_ktime_get_ns`).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into `ts` only.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn conntrack(maps: &Maps, catalog: &Catalog, service: Option<&str>) -> Vec<ConntrackRow> {
+    let by_id: BTreeMap<u32, SocketAddr> =
+        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let now = now_ns();
+    let mut rows: Vec<ConntrackRow> = maps
+        .conntrack
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| ConntrackRow {
+            client: SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be)),
+            frontend: SocketAddr::new(from_map(&k.dst), u16::from_be(k.dport_be)),
+            protocol: proto_name(k.proto),
+            backend: by_id.get(&v.backend_id).copied(),
+            service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
+            idle_s: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
+        })
+        .filter(|r| service.is_none_or(|s| r.service.as_deref() == Some(s)))
+        .collect();
+    rows.sort_by_key(|r| (r.frontend, r.client));
+    rows
+}
+
+#[derive(Debug, Serialize)]
+pub struct MaglevRow {
+    pub program: String,
+    pub backend: SocketAddr,
+    pub slots: u32,
+    pub share: f64,
+    pub m: u32,
+}
+
+pub fn maglev(maps: &Maps, catalog: &Catalog, service: &str) -> Vec<MaglevRow> {
+    let by_id: BTreeMap<u32, SocketAddr> =
+        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let mut rows = Vec::new();
+    for p in catalog.programs.iter().filter(|p| p.service() == service) {
+        let Some(v) = service_value(maps, p) else { continue };
+        for (id, slots) in maglev_slots(maps, &v) {
+            if let Some(backend) = by_id.get(&id) {
+                rows.push(MaglevRow {
+                    program: p.key.clone(),
+                    backend: *backend,
+                    slots,
+                    share: f64::from(slots) * 100.0 / f64::from(v.maglev_m),
+                    m: v.maglev_m,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// Why a flow goes where it goes.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub client: SocketAddr,
+    pub frontend: SocketAddr,
+    pub protocol: String,
+    /// `ns/name:port/...` of the matching program, if the frontend is a service's.
+    pub service: Option<String>,
+    pub backend: Option<SocketAddr>,
+    /// How the backend is chosen: `conntrack`, `affinity`, `maglev slot N of M`, or why none.
+    pub reason: String,
+}
+
+pub fn explain(
+    maps: &Maps,
+    catalog: &Catalog,
+    client: SocketAddr,
+    frontend: SocketAddr,
+    proto: Protocol,
+) -> Explanation {
+    let by_id: BTreeMap<u32, SocketAddr> =
+        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let mut e = Explanation {
+        client,
+        frontend,
+        protocol: proto.to_string(),
+        service: None,
+        backend: None,
+        reason: String::new(),
+    };
+    let (src, dst) = (to_map(client.ip()), to_map(frontend.ip()));
+    let key =
+        ServiceKey { addr: dst, port_be: frontend.port().to_be(), proto: proto.number(), _pad: 0 };
+    let Ok(svc) = maps.services.get(&key, 0) else {
+        e.reason = "not a service frontend: the datapath passes it untouched".into();
+        return e;
+    };
+    e.service = catalog
+        .program_by_id(svc.svc_id)
+        .map(|p| p.key.clone())
+        .or(Some(format!("service id {}", svc.svc_id)));
+    let ct = CtKey {
+        src,
+        dst,
+        sport_be: client.port().to_be(),
+        dport_be: frontend.port().to_be(),
+        proto: proto.number(),
+        _pad: [0; 3],
+    };
+    if let Ok(v) = maps.conntrack.get(&ct, 0)
+        && v.svc_id == svc.svc_id
+        && let Some(b) = by_id.get(&v.backend_id)
+    {
+        e.backend = Some(*b);
+        e.reason = format!(
+            "conntrack entry (idle {:.1} s)",
+            now_ns().saturating_sub(v.last_seen_ns) as f64 / 1e9
+        );
+        return e;
+    }
+    if svc.flags & SVC_F_SOURCE_RANGES != 0 {
+        // A full-length match of the 16-byte (IPv4-mapped) source, as the datapath does.
+        let k = aya::maps::lpm_trie::Key::new(
+            SRC_RANGE_SVC_BITS + 128,
+            SourceRangeKey { svc_id: svc.svc_id, addr: src },
+        );
+        if maps.src_ranges.get(&k, 0).is_err() {
+            e.reason = "dropped: source outside loadBalancerSourceRanges".into();
+            return e;
+        }
+    }
+    if svc.backend_count == 0 {
+        e.reason = "dropped: no ready backend".into();
+        return e;
+    }
+    if svc.flags & SVC_F_AFFINITY != 0
+        && let Ok(a) = maps.affinity.get(&AffinityKey { client: src, svc_id: svc.svc_id }, 0)
+        && now_ns().saturating_sub(a.last_seen_ns)
+            <= u64::from(svc.affinity_timeout_s) * 1_000_000_000
+        && let Some(b) = by_id.get(&a.backend_id)
+    {
+        e.backend = Some(*b);
+        e.reason = "ClientIP affinity entry".into();
+        return e;
+    }
+    let hash =
+        flow_hash(&src, &dst, client.port().to_be(), frontend.port().to_be(), proto.number());
+    let slot = maglev_slot(hash, svc.maglev_m);
+    let chunk = MaglevKey { table_id: svc.table_id, chunk: slot / MAGLEV_CHUNK };
+    match maps.maglev.get(&chunk, 0) {
+        Ok(c) => {
+            let id = c.backend_ids[(slot % MAGLEV_CHUNK) as usize];
+            e.backend = by_id.get(&id).copied();
+            e.reason = format!(
+                "new flow: Maglev slot {slot} of {} (flow hash {hash:#010x})",
+                svc.maglev_m
+            );
+        }
+        Err(_) => e.reason = "dropped: Maglev table missing".into(),
+    }
+    e
+}
+
+/// Parses `ADDR[:PORT]` (IPv6 as `[ADDR]:PORT`); a missing port is 0.
+pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    s.trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 0))
+        .map_err(|_| format!("{s:?} is not ADDR[:PORT]"))
+}
