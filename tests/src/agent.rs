@@ -3,21 +3,26 @@
 use std::{
     fs::File,
     os::{fd::AsRawFd, unix::process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use crate::{
     fixture::PinDir,
-    lab::{NODE_V4, Topology},
+    lab::{BACKEND_PORT, NODE_V4, Topology},
 };
 
-/// `target/<profile>/lb-agent`, next to the test binary's `deps/` directory.
+/// `target/<profile>/lb-agent`: beside this binary, or beside the `deps/` directory a test
+/// binary runs from.
 pub fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("lb-agent");
+    let dir = exe.parent().expect("exe dir");
+    let bin = if dir.join("lb-agent").exists() {
+        dir.join("lb-agent")
+    } else {
+        dir.parent().unwrap_or(dir).join("lb-agent")
+    };
     assert!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p lb-userspace --bin lb-agent` (cargo xtask test does)",
@@ -132,6 +137,24 @@ impl AgentLab {
         )
     }
 
+    /// Pods for this lab's backends (`app: web`, Ready, on node `node`, container port
+    /// `http` 8080), for selector-based Services.
+    pub fn pod_manifests(&self) -> String {
+        self.net
+            .backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: web}}}}\n\
+                     spec: {{nodeName: node, containers: [{{name: http, ports: [{{name: http, containerPort: {BACKEND_PORT}}}]}}]}}\n\
+                     status:\n  podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
+                    b.name, b.v4, b.v6
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+
     pub fn manifests(&self) -> PathBuf {
         self.dir.0.join("manifests")
     }
@@ -170,7 +193,8 @@ impl AgentLab {
             .arg(self.manifests())
             .args(["--node-name", "node", "--node-address", &NODE_V4.to_string()])
             .args(["--xdp-iface", "ext0"])
-            .args(["--service-cidr", "198.19.0.0/16", "--lb-pool", "198.19.255.0/24"])
+            .args(["--service-cidr", "198.19.0.0/16", "--service-cidr", "fd00:19::/108"])
+            .args(["--lb-pool", "198.19.255.0/24"])
             .args(["--maglev-m", "1021", "--poll-ms", "50"])
             .args(["--metrics-addr", "127.0.0.1:9108"])
             .arg("--pin-dir")

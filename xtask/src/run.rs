@@ -19,6 +19,13 @@ pub struct Args {
     backends: usize,
 }
 
+impl Args {
+    /// The non-interactive run the test command makes.
+    pub fn once(requests: usize) -> Self {
+        Self { once: true, requests, backends: 3 }
+    }
+}
+
 pub fn run(args: &Args) -> Result<()> {
     if !is_root() {
         bail!("the lab needs root (network namespaces, XDP/TC, bpffs): run as root");
@@ -26,15 +33,12 @@ pub fn run(args: &Args) -> Result<()> {
     crate::setup::run()?;
     step("building (release)");
     let root = workspace_root();
-    run_cmd(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "lb-tests",
-        "--bin",
-        "lb-lab",
-    ]))?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "--release", "-q", "-p", "lb-tests", "--bin", "lb-lab"])
+            .args(["-p", "lb-userspace", "--bin", "lb-agent", "--bin", "lbctl"]),
+    )?;
     let mut cmd = Command::new(root.join("target/release/lb-lab"));
     cmd.args(["--requests", &args.requests.to_string(), "--backends", &args.backends.to_string()]);
     if args.once {

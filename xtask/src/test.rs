@@ -49,10 +49,57 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    if status.success() && is_root() && args.cargo_args.is_empty() {
+        step("cargo xtask run --once: the lab end to end, then nothing left behind");
+        match run_once_leaves_nothing() {
+            Ok(()) => {
+                println!("test xtask_run_once_leaves_nothing_behind ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("test xtask_run_once_leaves_nothing_behind ... FAILED: {e:#}");
+                failed += 1;
+            }
+        }
+    }
     // One closing line for every test binary together.
     println!("\ntests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("cargo test failed: {status}");
+    }
+    if failed > 0 {
+        bail!("{failed} failed");
+    }
+    Ok(())
+}
+
+/// Names starting with `lbt-` among network namespaces, bpffs pins and temporary files.
+fn lab_leftovers() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(n) = l.split_whitespace().next().filter(|n| n.starts_with("lbt-")) {
+                names.insert(format!("netns {n}"));
+            }
+        }
+    }
+    for dir in ["/sys/fs/bpf", "/tmp"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("lbt-") {
+                names.insert(format!("{dir}/{n}"));
+            }
+        }
+    }
+    names
+}
+
+fn run_once_leaves_nothing() -> Result<()> {
+    let before = lab_leftovers();
+    crate::run::run(&crate::run::Args::once(50))?;
+    let left: Vec<String> = lab_leftovers().difference(&before).cloned().collect();
+    if !left.is_empty() {
+        bail!("left behind: {}", left.join(", "));
     }
     Ok(())
 }

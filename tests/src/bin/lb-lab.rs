@@ -1,13 +1,13 @@
 //! The lab, end to end, for people: `cargo xtask run` builds and starts this.
 //!
-//! Brings up client, node and backend namespaces, attaches the datapath, programs example
-//! services (ClusterIP + NodePort + LoadBalancer, an IPv6 ClusterIP, a ClientIP-affinity
-//! service), sends real HTTP through each, prints where requests went, then shows live
-//! per-backend counters until Ctrl-C. Everything it made is removed on exit.
+//! Brings up client, node, pod and backend namespaces, starts the real `lb-agent` in the
+//! node on the example manifests of `tests/fixtures/lab/` (plus Pods for the backends),
+//! sends real HTTP through every Service type, prints where requests went, then shows live
+//! per-backend counters (read like `lbctl stats`) until Ctrl-C. Everything it made is
+//! removed on exit.
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,17 +15,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::counters::{DropReason, TrafficCounters};
 use lb_tests::{
+    agent::AgentLab,
     http::get_many,
-    lab::{BACKEND_PORT, CLUSTER_IP_V4, CLUSTER_IP_V6, LB_IP_V4, Lab, NODE_V4},
+    lab::{CLUSTER_IP_V4, CLUSTER_IP_V6, LB_IP_V4, NODE_V4},
 };
-use lb_userspace::{
-    services::{Backend, Frontend, FrontendKind, Protocol, ServiceProgram},
-    stats,
-};
+use lb_userspace::{catalog::Catalog, ctl, datapath::Maps};
 
 const NODE_PORT: u16 = 30080;
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lab");
 
 struct Opts {
     once: bool,
@@ -82,54 +80,39 @@ fn main() {
             eprintln!("lb-lab: cannot handle Ctrl-C ({e}); use --once");
         }
     }
-    // A panic inside still unwinds through Lab's guards, which remove everything.
+    // A panic inside still unwinds through the lab's guards, which remove everything.
     let ok = std::panic::catch_unwind(|| run(&opts, &stop)).unwrap_or(false);
     std::process::exit(if ok { 0 } else { 1 });
 }
 
 fn run(opts: &Opts, stop: &AtomicBool) -> bool {
-    eprintln!("==> lab up: client, node, pod and {} backend namespaces", opts.backends);
-    let mut lab = Lab::new(opts.backends);
-    let v4: Vec<Backend> =
-        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V4(b.v4), BACKEND_PORT)).collect();
-    let v6: Vec<Backend> =
-        lab.net.backends.iter().map(|b| Backend::active(IpAddr::V6(b.v6), BACKEND_PORT)).collect();
-    let tcp = |addr: IpAddr, port, kind| Frontend { addr, port, protocol: Protocol::Tcp, kind };
-    let sticky_ip: IpAddr = "198.19.0.20".parse().expect("literal");
-    let mut sticky =
-        ServiceProgram::new(3, vec![tcp(sticky_ip, 80, FrontendKind::ClusterIp)], v4.clone());
-    sticky.affinity_timeout_s = Some(10800);
-    let services = [
-        (
-            "default/web",
-            ServiceProgram::new(
-                1,
-                vec![
-                    tcp(CLUSTER_IP_V4.into(), 80, FrontendKind::ClusterIp),
-                    tcp(NODE_V4.into(), NODE_PORT, FrontendKind::NodePort),
-                    tcp(LB_IP_V4.into(), 80, FrontendKind::LoadBalancer),
-                ],
-                v4,
-            ),
-        ),
-        (
-            "default/web (IPv6)",
-            ServiceProgram::new(
-                2,
-                vec![tcp(CLUSTER_IP_V6.into(), 80, FrontendKind::ClusterIp)],
-                v6,
-            ),
-        ),
-        ("default/sticky (ClientIP affinity)", sticky),
-    ];
-    for (name, svc) in &services {
-        if let Err(e) = lab.services.apply(svc) {
-            eprintln!("lb-lab: programming {name}: {e}");
-            return false;
-        }
+    eprintln!(
+        "==> lab up: client, node, pod and {} backend namespaces (198.18.0.0/15, fd00:18::/48)",
+        opts.backends
+    );
+    let mut lab = AgentLab::new(opts.backends);
+    eprintln!("    namespaces: {}", lab.net.netns_names().join(" "));
+    for entry in std::fs::read_dir(EXAMPLES).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        lab.write(&name, &text);
     }
-    eprintln!("==> datapath ready: XDP on node/ext0, TC on pod interfaces; services programmed");
+    lab.write("pods.yaml", &lab.pod_manifests());
+    eprintln!("==> starting lb-agent on {EXAMPLES} (+ pods.yaml for the backends)");
+    lab.start_agent().wait_synced(1);
+    eprintln!(
+        "==> agent ready: XDP on node/ext0, TC on pod interfaces, logs in {}",
+        lab.dir.0.display()
+    );
 
+    let (code, out, err) = lab.lbctl(&["get", "services"]);
+    if code == 0 {
+        println!("\n$ lbctl get services\n{out}");
+    } else {
+        eprintln!("lbctl: {err}");
+    }
+
+    let sticky = "198.19.0.20";
     let checks = [
         (
             "ClusterIP    http://198.19.0.10/ from pod",
@@ -151,10 +134,10 @@ fn run(opts: &Opts, stop: &AtomicBool) -> bool {
             &lab.net.pod,
             format!("http://[{CLUSTER_IP_V6}]/"),
         ),
-        ("Affinity     http://198.19.0.20/ from pod", &lab.net.pod, format!("http://{sticky_ip}/")),
+        ("Affinity     http://198.19.0.20/ from pod", &lab.net.pod, format!("http://{sticky}/")),
     ];
     let mut all_ok = true;
-    println!("\n{:<50} {:>6} {:>6}  per backend", "traffic", "ok", "failed");
+    println!("{:<50} {:>6} {:>6}  per backend", "traffic", "ok", "failed");
     for (what, ns, url) in checks {
         let batch = get_many(ns, &url, opts.requests);
         let spread: Vec<String> =
@@ -165,64 +148,56 @@ fn run(opts: &Opts, stop: &AtomicBool) -> bool {
             all_ok = false;
         }
     }
+    let counters = || -> Option<BTreeMap<String, (u64, u64, u64)>> {
+        let maps = Maps::open_pinned(&lab.pins.0).ok()?;
+        let catalog = Catalog::load(&Catalog::path_for(&lab.state_file())).ok()?;
+        Some(
+            ctl::stats(&maps, &catalog)
+                .backends
+                .into_iter()
+                .map(|b| (b.backend.to_string(), (b.packets, b.bytes, b.new_flows)))
+                .collect(),
+        )
+    };
+    let print = |now: &BTreeMap<String, (u64, u64, u64)>,
+                 last: Option<&BTreeMap<String, (u64, u64, u64)>>,
+                 dt: Duration| {
+        println!(
+            "\n{:<26} {:>10} {:>12} {:>10} {:>10}",
+            "backend", "packets", "bytes", "new flows", "flows/s"
+        );
+        for (b, (p, by, f)) in now {
+            let rate = last
+                .and_then(|l| l.get(b))
+                .map_or(0.0, |(_, _, pf)| (f - pf) as f64 / dt.as_secs_f64().max(1e-9));
+            println!("{b:<26} {p:>10} {by:>12} {f:>10} {rate:>10.1}");
+        }
+    };
+    let Some(mut last) = counters() else {
+        eprintln!("lb-lab: cannot read the pinned maps");
+        return false;
+    };
+    print(&last, None, Duration::ZERO);
     if opts.once {
-        print_counters(&lab, None, Duration::ZERO);
+        eprintln!("==> removing the lab");
         return all_ok;
     }
-    println!("\nlive counters (Ctrl-C to stop and clean up)");
-    let mut last = snapshot(&lab);
+    println!(
+        "\nlive counters every 2 s (Ctrl-C to stop and clean up); try `lbctl --pin-dir {} --state-file {} stats`",
+        lab.pins.0.display(),
+        lab.state_file().display()
+    );
     let mut t = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         if t.elapsed() >= Duration::from_secs(2) {
-            print_counters(&lab, Some(&last), t.elapsed());
-            last = snapshot(&lab);
+            if let Some(now) = counters() {
+                print(&now, Some(&last), t.elapsed());
+                last = now;
+            }
             t = Instant::now();
         }
     }
     eprintln!("==> removing the lab");
     all_ok
-}
-
-fn snapshot(lab: &Lab) -> BTreeMap<String, TrafficCounters> {
-    let mut out = BTreeMap::new();
-    for b in &lab.net.backends {
-        for addr in [IpAddr::V4(b.v4), IpAddr::V6(b.v6)] {
-            if let Some(id) = lab.services.backend_id(addr, BACKEND_PORT)
-                && let Ok(c) = stats::backend(lab.services.maps(), id)
-            {
-                out.insert(format!("{}:{BACKEND_PORT}", fmt_addr(addr)), c);
-            }
-        }
-    }
-    out
-}
-
-fn fmt_addr(a: IpAddr) -> String {
-    match a {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-fn print_counters(lab: &Lab, last: Option<&BTreeMap<String, TrafficCounters>>, dt: Duration) {
-    println!(
-        "\n{:<26} {:>10} {:>12} {:>10} {:>10}",
-        "backend", "packets", "bytes", "new flows", "flows/s"
-    );
-    for (backend, c) in snapshot(lab) {
-        let rate = last
-            .and_then(|l| l.get(&backend))
-            .map(|p| (c.new_flows - p.new_flows) as f64 / dt.as_secs_f64().max(1e-9))
-            .unwrap_or(0.0);
-        println!(
-            "{backend:<26} {:>10} {:>12} {:>10} {rate:>10.1}",
-            c.packets, c.bytes, c.new_flows
-        );
-    }
-    let drops: Vec<String> = DropReason::ALL
-        .iter()
-        .map(|r| format!("{}={}", r.as_str(), stats::drops(lab.services.maps(), *r).unwrap_or(0)))
-        .collect();
-    println!("drops: {}", drops.join(" "));
 }
