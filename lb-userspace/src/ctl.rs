@@ -72,7 +72,7 @@ fn service_value(
     maps.services.get(&key, 0).ok()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct EndpointRow {
     pub service: String,
     pub port: String,
@@ -381,4 +381,77 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, String> {
         .parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, 0))
         .map_err(|_| format!("{s:?} is not ADDR[:PORT]"))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramDescription {
+    pub key: String,
+    pub id: u32,
+    pub frontends: Vec<String>,
+    pub affinity_timeout_s: Option<u32>,
+    pub local_only: bool,
+    pub source_ranges: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub drops: u64,
+    pub backends: Vec<EndpointRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceDescription {
+    pub summary: crate::model::ServiceSummary,
+    pub programs: Vec<ProgramDescription>,
+}
+
+/// Everything about `ns/name`, or `None` when the catalog has no such Service.
+pub fn describe(maps: &Maps, catalog: &Catalog, service: &str) -> Option<ServiceDescription> {
+    let summary =
+        catalog.services.iter().find(|s| format!("{}/{}", s.namespace, s.name) == service)?.clone();
+    let rows = endpoints(maps, catalog);
+    let programs = catalog
+        .programs
+        .iter()
+        .filter(|p| p.service() == service)
+        .map(|p| {
+            let c = stats::service(maps, p.program.id).unwrap_or(
+                lb_common::counters::TrafficCounters {
+                    packets: 0,
+                    bytes: 0,
+                    new_flows: 0,
+                    drops: 0,
+                },
+            );
+            ProgramDescription {
+                key: p.key.clone(),
+                id: p.program.id,
+                frontends: p
+                    .program
+                    .frontends
+                    .iter()
+                    .map(|f| {
+                        format!("{}/{} ({:?})", SocketAddr::new(f.addr, f.port), f.protocol, f.kind)
+                    })
+                    .collect(),
+                affinity_timeout_s: p.program.affinity_timeout_s,
+                local_only: p.program.local_only,
+                source_ranges: p.program.source_ranges.iter().map(ToString::to_string).collect(),
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+                drops: c.drops,
+                backends: rows
+                    .iter()
+                    .filter(|r| {
+                        r.service == p.service()
+                            && r.port == p.port()
+                            && r.family == p.family()
+                            && r.scope == p.scope()
+                    })
+                    .cloned()
+                    .collect(),
+            }
+        })
+        .collect();
+    Some(ServiceDescription { summary, programs })
 }

@@ -64,6 +64,7 @@ pub struct ServiceSummary {
     pub file: std::path::PathBuf,
     pub namespace: String,
     pub name: String,
+    #[serde(rename = "type")]
     pub type_: String,
     pub cluster_ips: Vec<IpAddr>,
     pub external_ips: Vec<IpAddr>,

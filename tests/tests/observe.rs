@@ -112,6 +112,38 @@ shop          web    LoadBalancer   198.19.0.10   198.19.255.10   80:30080/TCP  
     assert_eq!(slots, 1021, "every slot of the table belongs to a backend");
     assert_eq!(lab.lbctl(&["maglev", "shop/nope"]).0, 3);
 
+    // describe: every frontend group of the Service with its backends; YAML output too.
+    let (code, out, err) = lab.lbctl(&["-o", "json", "describe", "service", "shop/web"]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let programs = d["programs"].as_array().expect("programs");
+    let keys: Vec<&str> = programs.iter().map(|p| p["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        ["shop/web:http/TCP/v4/cluster", "shop/web:http/TCP/v4/lb", "shop/web:http/TCP/v4/node"]
+    );
+    for p in programs {
+        let states: Vec<&str> = p["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["ready", "ready", "ready"], "{p}");
+    }
+    let (_, out, _) = lab.lbctl(&["describe", "service", "shop/web"]);
+    assert!(
+        out.contains("Type:          LoadBalancer")
+            && out.contains("198.19.255.10:80/TCP (LoadBalancer)"),
+        "{out}"
+    );
+    assert_eq!(lab.lbctl(&["describe", "service", "shop/nope"]).0, 3);
+    let (code, out, _) = lab.lbctl(&["-o", "yaml", "get", "services"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name: web") && out.contains("type: LoadBalancer"), "{out}");
+    let (code, out, _) = lab.lbctl(&["completions", "bash"]);
+    assert!(code == 0 && out.contains("_lbctl"), "bash completion script");
+
     // Metrics: the same per-backend figures, scraped from the agent.
     let body = lab.net.node.run(|| {
         ureq::get("http://127.0.0.1:9108/metrics")

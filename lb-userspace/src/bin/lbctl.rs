@@ -37,6 +37,7 @@ struct Cli {
 enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -58,6 +59,14 @@ enum Cmd {
         /// NAMESPACE/NAME
         service: String,
     },
+    /// Everything about one Service: ports, addresses, frontends, backends with state,
+    /// weight, Maglev share and counters, affinity and traffic policy.
+    Describe {
+        #[command(subcommand)]
+        what: DescribeWhat,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Which Service and backend a flow gets, and why.
     Explain {
         /// Client ADDR[:PORT]
@@ -73,6 +82,14 @@ enum Cmd {
 enum GetWhat {
     Services,
     Endpoints,
+}
+
+#[derive(Subcommand)]
+enum DescribeWhat {
+    Service {
+        /// NAMESPACE/NAME
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,8 +125,14 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// Prints `v` as JSON or YAML (the structured outputs).
 fn json(v: &impl serde::Serialize) -> ExitCode {
-    match serde_json::to_string_pretty(v) {
+    let text = if STRUCTURED_YAML.load(std::sync::atomic::Ordering::Relaxed) {
+        serde_yaml_ng::to_string(v).map_err(|e| e.to_string())
+    } else {
+        serde_json::to_string_pretty(v).map_err(|e| e.to_string())
+    };
+    match text {
         Ok(s) => {
             println!("{s}");
             ExitCode::SUCCESS
@@ -121,8 +144,20 @@ fn json(v: &impl serde::Serialize) -> ExitCode {
     }
 }
 
+static STRUCTURED_YAML: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "lbctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    STRUCTURED_YAML.store(matches!(cli.output, Output::Yaml), std::sync::atomic::Ordering::Relaxed);
     let catalog = match Catalog::load(&Catalog::path_for(&cli.state_file)) {
         Ok(c) => c,
         Err(e) => {
@@ -137,7 +172,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let as_json = matches!(cli.output, Output::Json);
+    let as_json = !matches!(cli.output, Output::Table);
     match cli.command {
         Cmd::Get { what: GetWhat::Services } => {
             if as_json {
@@ -348,6 +383,71 @@ fn main() -> ExitCode {
                     })
                     .collect(),
             );
+        }
+        Cmd::Completions { .. } => {}
+        Cmd::Describe { what: DescribeWhat::Service { name } } => {
+            let Some(d) = ctl::describe(&maps, &catalog, &name) else {
+                eprintln!("lbctl: no Service {name:?} (NAMESPACE/NAME; see `lbctl get services`)");
+                return ExitCode::from(3);
+            };
+            if as_json {
+                return json(&d);
+            }
+            let s = &d.summary;
+            println!("Name:          {}", s.name);
+            println!("Namespace:     {}", s.namespace);
+            println!("Type:          {}", s.type_);
+            println!(
+                "Cluster IPs:   {}",
+                s.cluster_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
+            println!(
+                "External IPs:  {}",
+                s.external_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
+            println!("Ports:         {}", s.ports.join(", "));
+            println!("Source file:   {}", s.file.display());
+            println!(
+                "Datapath:      {}",
+                s.not_programmed
+                    .as_deref()
+                    .map_or("programmed".into(), |r| format!("not programmed: {r}"))
+            );
+            for p in &d.programs {
+                println!("\n{} (service id {})", p.key, p.id);
+                println!("  Frontends:   {}", p.frontends.join(", "));
+                println!(
+                    "  Affinity:    {}",
+                    p.affinity_timeout_s.map_or("None".into(), |t| format!("ClientIP, {t} s"))
+                );
+                println!(
+                    "  Policy:      {}",
+                    if p.local_only { "Local (this node's endpoints)" } else { "Cluster" }
+                );
+                if !p.source_ranges.is_empty() {
+                    println!("  Sources:     {}", p.source_ranges.join(", "));
+                }
+                println!(
+                    "  Counters:    {} packets, {} bytes, {} new flows, {} drops",
+                    p.packets, p.bytes, p.new_flows, p.drops
+                );
+                table(
+                    &["  BACKEND", "STATE", "WEIGHT", "MAGLEV", "NEW FLOWS", "PACKETS"],
+                    p.backends
+                        .iter()
+                        .map(|b| {
+                            vec![
+                                format!("  {}", b.backend),
+                                b.state.clone(),
+                                b.weight.to_string(),
+                                format!("{:.1}%", b.maglev_share),
+                                b.new_flows.to_string(),
+                                b.packets.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
         }
         Cmd::Explain { src, dst, protocol } => {
             let (client, frontend) = match (parse_endpoint(&src), parse_endpoint(&dst)) {
