@@ -141,6 +141,11 @@ shop          web    LoadBalancer   198.19.0.10   198.19.255.10   80:30080/TCP  
     let (code, out, _) = lab.lbctl(&["-o", "yaml", "get", "services"]);
     assert_eq!(code, 0);
     assert!(out.contains("name: web") && out.contains("type: LoadBalancer"), "{out}");
+    let (code, out, _) =
+        lab.lbctl(&["top", "--iterations", "2", "--interval", "0.2", "--sort", "new-flows"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("lbctl top: 3 backends").count(), 2, "two refreshes:\n{out}");
+    assert!(out.contains("shop/web:http"), "{out}");
     let (code, out, _) = lab.lbctl(&["completions", "bash"]);
     assert!(code == 0 && out.contains("_lbctl"), "bash completion script");
 

@@ -65,6 +65,18 @@ enum Cmd {
         #[command(subcommand)]
         what: DescribeWhat,
     },
+    /// A live, refreshing view of per-backend traffic with rates (Ctrl-C to quit).
+    Top {
+        /// Column to sort by (descending).
+        #[arg(long, value_enum, default_value_t = TopSort::FlowRate)]
+        sort: TopSort,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Which Service and backend a flow gets, and why.
@@ -82,6 +94,16 @@ enum Cmd {
 enum GetWhat {
     Services,
     Endpoints,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TopSort {
+    FlowRate,
+    PacketRate,
+    NewFlows,
+    Packets,
+    Bytes,
+    Backend,
 }
 
 #[derive(Subcommand)]
@@ -385,6 +407,9 @@ fn main() -> ExitCode {
             );
         }
         Cmd::Completions { .. } => {}
+        Cmd::Top { sort, interval, iterations } => {
+            top(&maps, &catalog, sort, interval, iterations);
+        }
         Cmd::Describe { what: DescribeWhat::Service { name } } => {
             let Some(d) = ctl::describe(&maps, &catalog, &name) else {
                 eprintln!("lbctl: no Service {name:?} (NAMESPACE/NAME; see `lbctl get services`)");
@@ -477,4 +502,87 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Redraws a table of per-backend counters and rates every `interval` seconds.
+fn top(maps: &Maps, catalog: &Catalog, sort: TopSort, interval: f64, iterations: Option<u64>) {
+    use std::collections::BTreeMap;
+    let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+    // Which Service port(s) each backend serves, for the SERVICE column.
+    let mut users: BTreeMap<std::net::SocketAddr, Vec<String>> = BTreeMap::new();
+    for p in &catalog.programs {
+        for b in &p.program.backends {
+            let v = users.entry(std::net::SocketAddr::new(b.addr, b.port)).or_default();
+            let name = format!("{}:{}", p.service(), p.port());
+            if !v.contains(&name) {
+                v.push(name);
+            }
+        }
+    }
+    // Packets and new flows per backend at the last refresh.
+    type Sample = BTreeMap<std::net::SocketAddr, (u64, u64)>;
+    let mut last: Option<(std::time::Instant, Sample)> = None;
+    let mut n = 0u64;
+    loop {
+        let now = std::time::Instant::now();
+        let stats = ctl::stats(maps, catalog);
+        let mut rows: Vec<(String, String, u64, u64, u64, f64, f64)> = stats
+            .backends
+            .iter()
+            .map(|b| {
+                let (fr, pr) = last
+                    .as_ref()
+                    .and_then(|(t, prev)| {
+                        let (pp, pf) = prev.get(&b.backend)?;
+                        let dt = now.duration_since(*t).as_secs_f64().max(1e-9);
+                        Some(((b.new_flows - pf) as f64 / dt, (b.packets - pp) as f64 / dt))
+                    })
+                    .unwrap_or((0.0, 0.0));
+                let svc = users.get(&b.backend).map(|v| v.join(",")).unwrap_or_default();
+                (b.backend.to_string(), svc, b.packets, b.bytes, b.new_flows, fr, pr)
+            })
+            .collect();
+        rows.sort_by(|a, b| match sort {
+            TopSort::FlowRate => b.5.total_cmp(&a.5),
+            TopSort::PacketRate => b.6.total_cmp(&a.6),
+            TopSort::NewFlows => b.4.cmp(&a.4),
+            TopSort::Packets => b.2.cmp(&a.2),
+            TopSort::Bytes => b.3.cmp(&a.3),
+            TopSort::Backend => a.0.cmp(&b.0),
+        });
+        // Clear the screen and home the cursor, then draw.
+        print!("\x1b[2J\x1b[H");
+        let drops: u64 = stats.drops.values().sum();
+        println!(
+            "lbctl top: {} backends, {} drops; refresh {:.1} s; Ctrl-C to quit\n",
+            rows.len(),
+            drops,
+            interval.as_secs_f64()
+        );
+        table(
+            &["BACKEND", "SERVICE", "FLOWS/S", "PKTS/S", "NEW FLOWS", "PACKETS", "BYTES"],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        r.0.clone(),
+                        r.1.clone(),
+                        format!("{:.1}", r.5),
+                        format!("{:.1}", r.6),
+                        r.4.to_string(),
+                        r.2.to_string(),
+                        r.3.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        last = Some((
+            now,
+            stats.backends.iter().map(|b| (b.backend, (b.packets, b.new_flows))).collect(),
+        ));
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return;
+        }
+        std::thread::sleep(interval);
+    }
 }
