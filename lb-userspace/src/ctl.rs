@@ -455,3 +455,189 @@ pub fn describe(maps: &Maps, catalog: &Catalog, service: &str) -> Option<Service
         .collect();
     Some(ServiceDescription { summary, programs })
 }
+
+/// What the loaded datapath program does with a synthetic first packet of a flow.
+#[derive(Debug, Serialize)]
+pub struct LiveRun {
+    pub verdict: String,
+    /// Destination after the program ran (the backend when DNATed).
+    pub destination_after: Option<SocketAddr>,
+    pub source_after: Option<SocketAddr>,
+    /// Whether the IPv4 and TCP/UDP checksums of the output verify.
+    pub checksums_ok: bool,
+    pub duration_ns: u64,
+}
+
+/// Runs a synthetic packet (a TCP SYN or a UDP datagram) for the flow through `xdp_ingress`
+/// with BPF_PROG_TEST_RUN — on private copies of the entries the decision reads (the
+/// frontend, its Maglev table, every backend, the flow's conntrack and affinity entries,
+/// source ranges, config), so the live maps and counters are not touched.
+pub fn explain_live(
+    live: &Maps,
+    client: SocketAddr,
+    frontend: SocketAddr,
+    proto: Protocol,
+) -> Result<LiveRun, String> {
+    use aya::programs::{TestRun, TestRunOptions, Xdp};
+
+    let scratch = std::path::PathBuf::from(crate::datapath::BPFFS_ROOT)
+        .join(format!("lbctl-live-{}", std::process::id()));
+    let result = (|| {
+        // Small private maps: they hold one flow's worth of state.
+        let mut opts = crate::datapath::LoadOptions::new(&scratch);
+        opts.conntrack_size = 1024;
+        opts.affinity_size = 1024;
+        opts.max_frontends = 1024;
+        opts.max_maglev_chunks = 1024;
+        let (mut dp, mut private) =
+            crate::datapath::Datapath::load(&opts).map_err(|e| e.to_string())?;
+        let e = |e: aya::maps::MapError| e.to_string();
+        let (src, dst) = (to_map(client.ip()), to_map(frontend.ip()));
+        let key = ServiceKey {
+            addr: dst,
+            port_be: frontend.port().to_be(),
+            proto: proto.number(),
+            _pad: 0,
+        };
+        if let Ok(svc) = live.services.get(&key, 0) {
+            private.services.insert(key, svc, 0).map_err(e)?;
+            for chunk in 0..svc.maglev_m.div_ceil(MAGLEV_CHUNK) {
+                let k = MaglevKey { table_id: svc.table_id, chunk };
+                if let Ok(c) = live.maglev.get(&k, 0) {
+                    private.maglev.insert(k, c, 0).map_err(e)?;
+                }
+            }
+            for (id, b) in live.backends.iter().enumerate() {
+                if let Ok(b) = b
+                    && b.state != BACKEND_STATE_UNUSED
+                {
+                    private.backends.set(id as u32, b, 0).map_err(e)?;
+                }
+            }
+            let ct = CtKey {
+                src,
+                dst,
+                sport_be: client.port().to_be(),
+                dport_be: frontend.port().to_be(),
+                proto: proto.number(),
+                _pad: [0; 3],
+            };
+            if let Ok(v) = live.conntrack.get(&ct, 0) {
+                private.conntrack.insert(ct, v, 0).map_err(e)?;
+            }
+            let ak = AffinityKey { client: src, svc_id: svc.svc_id };
+            if let Ok(v) = live.affinity.get(&ak, 0) {
+                private.affinity.insert(ak, v, 0).map_err(e)?;
+            }
+            for k in live
+                .src_ranges
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data().svc_id == svc.svc_id)
+            {
+                private.src_ranges.insert(&k, 1, 0).map_err(e)?;
+            }
+            if let Ok(cfg) = live.config.get(&0, 0) {
+                private.config.set(0, cfg, 0).map_err(e)?;
+            }
+        }
+        let packet = synthetic_packet(client, frontend, proto)?;
+        let prog: &mut Xdp = dp.xdp_program().map_err(|e| e.to_string())?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&packet),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
+        out.truncate(r.data_size_out as usize);
+        let verdict = match r.return_value {
+            0 => "XDP_ABORTED",
+            1 => "XDP_DROP",
+            2 => "XDP_PASS",
+            3 => "XDP_TX",
+            4 => "XDP_REDIRECT",
+            _ => "unknown",
+        };
+        let (source_after, destination_after, checksums_ok) = read_back(&out);
+        Ok(LiveRun {
+            verdict: verdict.to_owned(),
+            destination_after,
+            source_after,
+            checksums_ok,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
+    })();
+    let _ = crate::datapath::remove_pins(&scratch);
+    result
+}
+
+fn synthetic_packet(
+    client: SocketAddr,
+    frontend: SocketAddr,
+    proto: Protocol,
+) -> Result<Vec<u8>, String> {
+    use etherparse::PacketBuilder;
+    let mac_a = [0x02, 0, 0, 0, 0, 1];
+    let mac_b = [0x02, 0, 0, 0, 0, 2];
+    let payload: &[u8] = b"lbctl explain --live";
+    let eth = PacketBuilder::ethernet2(mac_a, mac_b);
+    let ip = match (client.ip(), frontend.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => return Err("client and frontend must be of one address family".into()),
+    };
+    let mut out = Vec::new();
+    match proto {
+        Protocol::Tcp => {
+            let b = ip.tcp(client.port(), frontend.port(), 1, 64240).syn();
+            b.write(&mut out, payload).map_err(|e| e.to_string())?;
+        }
+        Protocol::Udp => {
+            let b = ip.udp(client.port(), frontend.port());
+            b.write(&mut out, payload).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(out)
+}
+
+/// Source, destination and whether every checksum verifies, read back with etherparse.
+fn read_back(bytes: &[u8]) -> (Option<SocketAddr>, Option<SocketAddr>, bool) {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let Ok(h) = PacketHeaders::from_ethernet_slice(bytes) else { return (None, None, false) };
+    let payload = h.payload.slice();
+    let (s, d, mut ok) = match &h.net {
+        Some(NetHeaders::Ipv4(ip, _)) => (
+            IpAddr::from(ip.source),
+            IpAddr::from(ip.destination),
+            ip.header_checksum == ip.calc_header_checksum(),
+        ),
+        Some(NetHeaders::Ipv6(ip, _)) => {
+            (IpAddr::from(ip.source), IpAddr::from(ip.destination), true)
+        }
+        _ => return (None, None, false),
+    };
+    let (sp, dp) = match (&h.transport, &h.net) {
+        (Some(TransportHeader::Tcp(t)), Some(NetHeaders::Ipv4(ip, _))) => {
+            ok &= t.calc_checksum_ipv4(ip, payload).is_ok_and(|c| c == t.checksum);
+            (t.source_port, t.destination_port)
+        }
+        (Some(TransportHeader::Tcp(t)), Some(NetHeaders::Ipv6(ip, _))) => {
+            ok &= t.calc_checksum_ipv6(ip, payload).is_ok_and(|c| c == t.checksum);
+            (t.source_port, t.destination_port)
+        }
+        (Some(TransportHeader::Udp(u)), Some(NetHeaders::Ipv4(ip, _))) => {
+            ok &=
+                u.checksum == 0 || u.calc_checksum_ipv4(ip, payload).is_ok_and(|c| c == u.checksum);
+            (u.source_port, u.destination_port)
+        }
+        (Some(TransportHeader::Udp(u)), Some(NetHeaders::Ipv6(ip, _))) => {
+            ok &= u.calc_checksum_ipv6(ip, payload).is_ok_and(|c| c == u.checksum);
+            (u.source_port, u.destination_port)
+        }
+        _ => return (None, None, false),
+    };
+    (Some(SocketAddr::new(s, sp)), Some(SocketAddr::new(d, dp)), ok)
+}

@@ -79,7 +79,9 @@ shop          web    LoadBalancer   198.19.0.10   198.19.255.10   80:30080/TCP  
     let (code, out, err) =
         lab.lbctl(&["-o", "json", "explain", &client.to_string(), "198.19.255.10:80"]);
     assert_eq!(code, 0, "{err}");
-    let e: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let e = &v["explanation"];
+    assert!(v["live"].is_null(), "no --live, no run");
     assert!(e["reason"].as_str().unwrap().starts_with("conntrack"), "{e}");
     let answered_addr = lab
         .net
@@ -92,6 +94,22 @@ shop          web    LoadBalancer   198.19.0.10   198.19.255.10   80:30080/TCP  
     // A flow the datapath has not seen: a Maglev slot; a non-service destination: exit 3.
     let (_, out, _) = lab.lbctl(&["explain", "198.18.0.2:1", "198.19.255.10:80"]);
     assert!(out.contains("why:      new flow: Maglev slot"), "{out}");
+    // --live runs the loaded program on a synthetic SYN and agrees with the prediction,
+    // without touching live state.
+    let flows_before = lab.lbctl(&["-o", "json", "conntrack", "count"]).1;
+    let (code, out, err) =
+        lab.lbctl(&["-o", "json", "explain", "--live", "198.18.0.2:1", "198.19.255.10:80"]);
+    assert_eq!(code, 0, "{err}");
+    let live: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(live["live"]["verdict"], "XDP_PASS", "{live}");
+    assert_eq!(live["live"]["destination_after"], live["explanation"]["backend"], "{live}");
+    assert_eq!(live["live"]["source_after"], "198.18.0.2:1");
+    assert_eq!(live["live"]["checksums_ok"], true);
+    assert_eq!(
+        lab.lbctl(&["-o", "json", "conntrack", "count"]).1,
+        flows_before,
+        "--live changed live conntrack"
+    );
     let (code, _, _) = lab.lbctl(&["explain", "198.18.0.2:1", "198.18.9.9:80"]);
     assert_eq!(code, 3);
 

@@ -87,6 +87,10 @@ enum Cmd {
         dst: String,
         #[arg(value_enum, default_value_t = Proto::Tcp)]
         protocol: Proto,
+        /// Also run a synthetic packet of the flow through the loaded program
+        /// (BPF_PROG_TEST_RUN, on private copies of the maps: nothing live changes).
+        #[arg(long)]
+        live: bool,
     },
 }
 
@@ -474,7 +478,7 @@ fn main() -> ExitCode {
                 );
             }
         }
-        Cmd::Explain { src, dst, protocol } => {
+        Cmd::Explain { src, dst, protocol, live } => {
             let (client, frontend) = match (parse_endpoint(&src), parse_endpoint(&dst)) {
                 (Ok(c), Ok(f)) => (c, f),
                 (Err(e), _) | (_, Err(e)) => {
@@ -488,13 +492,36 @@ fn main() -> ExitCode {
             };
             let e = ctl::explain(&maps, &catalog, client, frontend, proto);
             let found = e.service.is_some();
+            let run = if live {
+                match ctl::explain_live(&maps, client, frontend, proto) {
+                    Ok(r) => Some(r),
+                    Err(err) => {
+                        eprintln!("lbctl: running the synthetic packet: {err}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
             if as_json {
-                json(&e);
+                json(&serde_json::json!({ "explanation": e, "live": run }));
             } else {
                 println!("flow:     {} -> {} {}", e.client, e.frontend, e.protocol);
                 println!("service:  {}", e.service.as_deref().unwrap_or("<none>"));
                 println!("backend:  {}", e.backend.map_or("<none>".into(), |b| b.to_string()));
                 println!("why:      {}", e.reason);
+                if let Some(r) = run {
+                    let addr =
+                        |a: Option<std::net::SocketAddr>| a.map_or("?".into(), |a| a.to_string());
+                    println!(
+                        "live:     {} in {} ns; out: {} -> {}; checksums {}",
+                        r.verdict,
+                        r.duration_ns,
+                        addr(r.source_after),
+                        addr(r.destination_after),
+                        if r.checksums_ok { "valid" } else { "INVALID" }
+                    );
+                }
             }
             if !found {
                 return ExitCode::from(3);
