@@ -217,7 +217,68 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub fn conntrack(maps: &Maps, catalog: &Catalog, service: Option<&str>) -> Vec<ConntrackRow> {
+/// Which conntrack entries a command applies to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtFilter<'a> {
+    /// `ns/name`
+    pub service: Option<&'a str>,
+    pub backend: Option<SocketAddr>,
+}
+
+impl CtFilter<'_> {
+    fn matches(&self, row: &ConntrackRow) -> bool {
+        self.service.is_none_or(|s| row.service.as_deref() == Some(s))
+            && self.backend.is_none_or(|b| row.backend == Some(b))
+    }
+}
+
+/// Deletes the conntrack entries `filter` selects (and the reverse-NAT entries of their
+/// flows); their next packet is balanced afresh. Returns how many flows were flushed.
+pub fn conntrack_flush(
+    maps: &mut Maps,
+    catalog: &Catalog,
+    filter: CtFilter<'_>,
+) -> Result<usize, String> {
+    let by_id: BTreeMap<u32, SocketAddr> =
+        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let doomed: Vec<(CtKey, Option<SocketAddr>)> = maps
+        .conntrack
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| {
+            let row = ConntrackRow {
+                client: SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be)),
+                frontend: SocketAddr::new(from_map(&k.dst), u16::from_be(k.dport_be)),
+                protocol: proto_name(k.proto),
+                backend: by_id.get(&v.backend_id).copied(),
+                service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
+                idle_s: 0.0,
+            };
+            filter.matches(&row)
+        })
+        .map(|(k, v)| (k, by_id.get(&v.backend_id).copied()))
+        .collect();
+    for (k, backend) in &doomed {
+        match maps.conntrack.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Some(b) = backend {
+            let rev = CtKey {
+                src: to_map(b.ip()),
+                dst: k.src,
+                sport_be: b.port().to_be(),
+                dport_be: k.sport_be,
+                proto: k.proto,
+                _pad: [0; 3],
+            };
+            let _ = maps.revnat.remove(&rev);
+        }
+    }
+    Ok(doomed.len())
+}
+
+pub fn conntrack(maps: &Maps, catalog: &Catalog, filter: CtFilter<'_>) -> Vec<ConntrackRow> {
     let by_id: BTreeMap<u32, SocketAddr> =
         backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
     let now = now_ns();
@@ -233,7 +294,7 @@ pub fn conntrack(maps: &Maps, catalog: &Catalog, service: Option<&str>) -> Vec<C
             service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
             idle_s: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
         })
-        .filter(|r| service.is_none_or(|s| r.service.as_deref() == Some(s)))
+        .filter(|r| filter.matches(r))
         .collect();
     rows.sort_by_key(|r| (r.frontend, r.client));
     rows

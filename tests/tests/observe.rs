@@ -117,6 +117,33 @@ shop          web    LoadBalancer   198.19.0.10   198.19.255.10   80:30080/TCP  
     let (_, out, _) = lab.lbctl(&["-o", "json", "conntrack", "count"]);
     let count: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert!(count["entries"].as_u64().unwrap() >= 151, "{out}");
+    // Per-backend filters add up; flushing one backend's flows removes exactly those.
+    let other = lab.net.backends.iter().find(|b| b.name != answered).expect("another backend");
+    let other = format!("{}:{BACKEND_PORT}", other.v4);
+    let count = |extra: &[&str]| -> u64 {
+        let mut args = vec!["-o", "json", "conntrack", "count"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&lab.lbctl(&args).1).expect("json");
+        v["entries"].as_u64().expect("entries")
+    };
+    let total = count(&[]);
+    let per_backend: u64 = served.keys().map(|b| count(&["--backend", b])).sum();
+    assert_eq!(per_backend, total, "per-backend counts add up to the total");
+    let before = count(&["--backend", &other]);
+    assert_eq!(before, served[&other], "one entry per connection the backend served");
+    let (code, out, err) = lab.lbctl(&["-o", "json", "conntrack", "flush", "--backend", &other]);
+    assert_eq!(code, 0, "{err}");
+    let flushed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(flushed["flushed"].as_u64(), Some(before));
+    assert_eq!(count(&["--backend", &other]), 0);
+    assert_eq!(count(&[]), total - before);
+    assert_eq!(conn.get().expect("the flow of another backend is untouched"), answered);
+
+    let (code, out, _) = lab.lbctl(&["-o", "json", "stats", "--rates", "0.2"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["rates"].as_array().map(Vec::len), Some(3), "{v}");
+
     let (code, out, _) = lab.lbctl(&["-o", "json", "maglev", "shop/web"]);
     assert_eq!(code, 0);
     let rows: serde_json::Value = serde_json::from_str(&out).expect("json");

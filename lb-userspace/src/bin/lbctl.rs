@@ -48,7 +48,11 @@ enum Cmd {
         what: GetWhat,
     },
     /// Per-backend and per-service counters, and drops by reason.
-    Stats,
+    Stats {
+        /// Also measure rates over this many seconds.
+        #[arg(long)]
+        rates: Option<f64>,
+    },
     /// Conntrack entries.
     Conntrack {
         #[command(subcommand)]
@@ -118,14 +122,31 @@ enum DescribeWhat {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct CtArgs {
+    /// Only flows of NAMESPACE/NAME.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only flows to this backend ADDR:PORT.
+    #[arg(long)]
+    backend: Option<std::net::SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum CtWhat {
     List {
-        /// Only flows of NAMESPACE/NAME.
-        #[arg(long)]
-        service: Option<String>,
+        #[command(flatten)]
+        filter: CtArgs,
     },
-    Count,
+    Count {
+        #[command(flatten)]
+        filter: CtArgs,
+    },
+    /// Delete entries (their next packet is balanced afresh, which may move the flow).
+    Flush {
+        #[command(flatten)]
+        filter: CtArgs,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -294,13 +315,49 @@ fn main() -> ExitCode {
                     .collect(),
             );
         }
-        Cmd::Stats => {
-            let s = ctl::stats(&maps, &catalog);
+        Cmd::Stats { rates } => {
+            let first = ctl::stats(&maps, &catalog);
+            let (s, rate) = match rates {
+                Some(secs) => {
+                    let secs = secs.clamp(0.1, 3600.0);
+                    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                    let second = ctl::stats(&maps, &catalog);
+                    let before: std::collections::BTreeMap<_, _> = first
+                        .backends
+                        .iter()
+                        .map(|b| (b.backend, (b.packets, b.new_flows)))
+                        .collect();
+                    let rate: std::collections::BTreeMap<_, _> = second
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let (p, f) =
+                                before.get(&b.backend).copied().unwrap_or((b.packets, b.new_flows));
+                            (
+                                b.backend,
+                                ((b.packets - p) as f64 / secs, (b.new_flows - f) as f64 / secs),
+                            )
+                        })
+                        .collect();
+                    (second, Some(rate))
+                }
+                None => (first, None),
+            };
             if as_json {
-                return json(&s);
+                let rates: Option<Vec<_>> = rate.as_ref().map(|r| {
+                    r.iter().map(|(b, (p, f))| serde_json::json!({"backend": b, "packets_per_s": p, "new_flows_per_s": f})).collect()
+                });
+                return json(
+                    &serde_json::json!({ "backends": s.backends, "services": s.services, "drops": s.drops, "rates": rates }),
+                );
             }
+            let r = |b: &std::net::SocketAddr, which: usize| {
+                rate.as_ref()
+                    .and_then(|r| r.get(b))
+                    .map_or("-".into(), |(p, f)| format!("{:.1}", if which == 0 { *p } else { *f }))
+            };
             table(
-                &["BACKEND", "ID", "STATE", "PACKETS", "BYTES", "NEW FLOWS"],
+                &["BACKEND", "ID", "STATE", "PACKETS", "BYTES", "NEW FLOWS", "PKTS/S", "FLOWS/S"],
                 s.backends
                     .iter()
                     .map(|b| {
@@ -311,6 +368,8 @@ fn main() -> ExitCode {
                             b.packets.to_string(),
                             b.bytes.to_string(),
                             b.new_flows.to_string(),
+                            r(&b.backend, 0),
+                            r(&b.backend, 1),
                         ]
                     })
                     .collect(),
@@ -350,19 +409,30 @@ fn main() -> ExitCode {
             );
         }
         Cmd::Conntrack { what } => {
-            let service = match &what {
-                CtWhat::List { service } => service.clone(),
-                CtWhat::Count => None,
-            };
-            let rows = ctl::conntrack(&maps, &catalog, service.as_deref());
+            let (CtWhat::List { filter } | CtWhat::Count { filter } | CtWhat::Flush { filter }) =
+                &what;
+            let f = ctl::CtFilter { service: filter.service.as_deref(), backend: filter.backend };
             match what {
-                CtWhat::Count => {
-                    if as_json {
-                        return json(&serde_json::json!({ "entries": rows.len() }));
+                CtWhat::Flush { .. } => {
+                    let mut maps = maps;
+                    match ctl::conntrack_flush(&mut maps, &catalog, f) {
+                        Ok(n) if as_json => return json(&serde_json::json!({ "flushed": n })),
+                        Ok(n) => println!("flushed {n} flows"),
+                        Err(e) => {
+                            eprintln!("lbctl: {e}");
+                            return ExitCode::from(1);
+                        }
                     }
-                    println!("{}", rows.len());
+                }
+                CtWhat::Count { .. } => {
+                    let n = ctl::conntrack(&maps, &catalog, f).len();
+                    if as_json {
+                        return json(&serde_json::json!({ "entries": n }));
+                    }
+                    println!("{n}");
                 }
                 CtWhat::List { .. } => {
+                    let rows = ctl::conntrack(&maps, &catalog, f);
                     if as_json {
                         return json(&rows);
                     }
