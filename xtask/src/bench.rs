@@ -18,10 +18,12 @@ pub fn run() -> Result<()> {
         Command::new("cargo")
             .current_dir(&root)
             .args(["build", "--release", "-q", "-p", "lb-tests"])
-            .args(["--bin", "lb-bench", "--bin", "lb-sync-bench"]),
+            .args(["--bin", "lb-bench", "--bin", "lb-sync-bench", "--bin", "lb-maglev-bench"]),
     )?;
     step("datapath cost per packet");
     run_cmd(&mut Command::new(root.join("target/release/lb-bench")))?;
     step("control plane");
-    run_cmd(&mut Command::new(root.join("target/release/lb-sync-bench")))
+    run_cmd(&mut Command::new(root.join("target/release/lb-sync-bench")))?;
+    step("Maglev quality");
+    run_cmd(&mut Command::new(root.join("target/release/lb-maglev-bench")))
 }
