@@ -32,6 +32,11 @@ pub fn backend_table(maps: &Maps) -> BTreeMap<SocketAddr, (u32, u8)> {
     out
 }
 
+/// Live backends by id.
+fn backends_by_id(maps: &Maps) -> BTreeMap<u32, SocketAddr> {
+    backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect()
+}
+
 pub fn state_name(state: u8) -> &'static str {
     match state {
         BACKEND_STATE_ACTIVE => "ready",
@@ -201,6 +206,23 @@ pub struct ConntrackRow {
     pub idle_s: f64,
 }
 
+fn ct_row(
+    k: &CtKey,
+    v: &CtValue,
+    by_id: &BTreeMap<u32, SocketAddr>,
+    catalog: &Catalog,
+    now: u64,
+) -> ConntrackRow {
+    ConntrackRow {
+        client: SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be)),
+        frontend: SocketAddr::new(from_map(&k.dst), u16::from_be(k.dport_be)),
+        protocol: proto_name(k.proto),
+        backend: by_id.get(&v.backend_id).copied(),
+        service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
+        idle_s: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
+    }
+}
+
 fn proto_name(p: u8) -> String {
     match p {
         IPPROTO_TCP => "TCP".into(),
@@ -239,23 +261,12 @@ pub fn conntrack_flush(
     catalog: &Catalog,
     filter: CtFilter<'_>,
 ) -> Result<usize, String> {
-    let by_id: BTreeMap<u32, SocketAddr> =
-        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let by_id = backends_by_id(maps);
     let doomed: Vec<(CtKey, Option<SocketAddr>)> = maps
         .conntrack
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, v)| {
-            let row = ConntrackRow {
-                client: SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be)),
-                frontend: SocketAddr::new(from_map(&k.dst), u16::from_be(k.dport_be)),
-                protocol: proto_name(k.proto),
-                backend: by_id.get(&v.backend_id).copied(),
-                service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
-                idle_s: 0.0,
-            };
-            filter.matches(&row)
-        })
+        .filter(|(k, v)| filter.matches(&ct_row(k, v, &by_id, catalog, 0)))
         .map(|(k, v)| (k, by_id.get(&v.backend_id).copied()))
         .collect();
     for (k, backend) in &doomed {
@@ -279,21 +290,13 @@ pub fn conntrack_flush(
 }
 
 pub fn conntrack(maps: &Maps, catalog: &Catalog, filter: CtFilter<'_>) -> Vec<ConntrackRow> {
-    let by_id: BTreeMap<u32, SocketAddr> =
-        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let by_id = backends_by_id(maps);
     let now = now_ns();
     let mut rows: Vec<ConntrackRow> = maps
         .conntrack
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, v)| ConntrackRow {
-            client: SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be)),
-            frontend: SocketAddr::new(from_map(&k.dst), u16::from_be(k.dport_be)),
-            protocol: proto_name(k.proto),
-            backend: by_id.get(&v.backend_id).copied(),
-            service: catalog.program_by_id(v.svc_id).map(|p| p.service().to_owned()),
-            idle_s: now.saturating_sub(v.last_seen_ns) as f64 / 1e9,
-        })
+        .map(|(k, v)| ct_row(&k, &v, &by_id, catalog, now))
         .filter(|r| filter.matches(r))
         .collect();
     rows.sort_by_key(|r| (r.frontend, r.client));
@@ -310,8 +313,7 @@ pub struct MaglevRow {
 }
 
 pub fn maglev(maps: &Maps, catalog: &Catalog, service: &str) -> Vec<MaglevRow> {
-    let by_id: BTreeMap<u32, SocketAddr> =
-        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let by_id = backends_by_id(maps);
     let mut rows = Vec::new();
     for p in catalog.programs.iter().filter(|p| p.service() == service) {
         let Some(v) = service_value(maps, p) else { continue };
@@ -350,8 +352,7 @@ pub fn explain(
     frontend: SocketAddr,
     proto: Protocol,
 ) -> Explanation {
-    let by_id: BTreeMap<u32, SocketAddr> =
-        backend_table(maps).into_iter().map(|(a, (id, _))| (id, a)).collect();
+    let by_id = backends_by_id(maps);
     let mut e = Explanation {
         client,
         frontend,
