@@ -72,24 +72,26 @@ impl Allocator {
 
     /// The cluster IP of `key`, allocated from the first CIDR of its family if new.
     pub fn cluster_ip(&mut self, key: &str, cidrs: &[Cidr], v4: bool) -> Option<IpAddr> {
-        self.used.insert(format!("cip:{key}"));
-        if let Some(ip) = self.state.cluster_ips.get(key) {
+        self.ip(IpKind::Cluster, key, cidrs, v4)
+    }
+
+    /// The LoadBalancer address of `key`, allocated from the pool if new.
+    pub fn lb_ip(&mut self, key: &str, pools: &[Cidr], v4: bool) -> Option<IpAddr> {
+        self.ip(IpKind::LoadBalancer, key, pools, v4)
+    }
+
+    fn ip(&mut self, kind: IpKind, key: &str, cidrs: &[Cidr], v4: bool) -> Option<IpAddr> {
+        let (prefix, map) = match kind {
+            IpKind::Cluster => ("cip:", &mut self.state.cluster_ips),
+            IpKind::LoadBalancer => ("lb:", &mut self.state.lb_ips),
+        };
+        self.used.insert(format!("{prefix}{key}"));
+        if let Some(ip) = map.get(key) {
             return Some(*ip);
         }
         let ip = free_ip(cidrs, v4, &self.taken_ips, &mut self.cursors)?;
         self.taken_ips.insert(ip);
-        self.state.cluster_ips.insert(key.to_owned(), ip);
-        Some(ip)
-    }
-
-    pub fn lb_ip(&mut self, key: &str, pools: &[Cidr], v4: bool) -> Option<IpAddr> {
-        self.used.insert(format!("lb:{key}"));
-        if let Some(ip) = self.state.lb_ips.get(key) {
-            return Some(*ip);
-        }
-        let ip = free_ip(pools, v4, &self.taken_ips, &mut self.cursors)?;
-        self.taken_ips.insert(ip);
-        self.state.lb_ips.insert(key.to_owned(), ip);
+        map.insert(key.to_owned(), ip);
         Some(ip)
     }
 
@@ -133,6 +135,13 @@ impl Allocator {
         self.state.service_ids.retain(|k, _| live("id:", k));
         self.state
     }
+}
+
+/// Which table of addresses an allocation is in (they share one pool of taken addresses).
+#[derive(Clone, Copy)]
+enum IpKind {
+    Cluster,
+    LoadBalancer,
 }
 
 fn free_ip(
