@@ -1,6 +1,8 @@
 //! Maglev quality (`cargo xtask bench`): how even the tables are and how many flows move
 //! when one backend goes or comes, against the ideal, for the table builder the agent uses.
 
+use std::time::Instant;
+
 use lb_common::{
     flow::{flow_hash, maglev_slot},
     maglev::{MaglevBackend, build},
@@ -29,18 +31,32 @@ fn flows(count: usize) -> impl Iterator<Item = u32> {
     })
 }
 
+/// Median wall time of building the table alone (what the agent pays per changed Service).
+fn median_build_ms(all: &[MaglevBackend], m: u32) -> f64 {
+    let mut ms: Vec<f64> = (0..9)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(build(all, m).expect("table"));
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
 fn main() {
     const FLOWS: usize = 1_000_000;
     println!("Maglev quality ({FLOWS} random flows per row)");
     println!(
-        "{:>6} {:>6} {:>7} {:>12} {:>16} {:>16} {:>16}",
-        "M", "N", "weights", "max/mean", "moved on remove", "of which others", "moved on add"
+        "{:>6} {:>6} {:>7} {:>10} {:>12} {:>16} {:>16} {:>16}",
+        "M", "N", "weights", "build", "max/mean", "moved on remove", "of which others", "moved on add"
     );
     for m in [16381u32, 65537] {
         for n in [10u32, 100, 1000] {
             for mixed in [false, true] {
                 let all = backends(n, mixed);
                 let table = build(&all, m).expect("table");
+                let build_ms = median_build_ms(&all, m);
                 // Slots per unit of weight: max over mean (1.0 is perfectly even).
                 let mut slots = vec![0u64; n as usize + 1];
                 for &id in &table {
@@ -74,8 +90,9 @@ fn main() {
                 }
                 let pct = |x: u64| format!("{:.3}%", x as f64 * 100.0 / FLOWS as f64);
                 println!(
-                    "{m:>6} {n:>6} {:>7} {:>12.3} {:>16} {:>16} {:>16}",
+                    "{m:>6} {n:>6} {:>7} {:>7.2} ms {:>12.3} {:>16} {:>16} {:>16}",
                     if mixed { "1-3" } else { "equal" },
+                    build_ms,
                     max / mean,
                     pct(moved_rm),
                     pct(moved_other),
@@ -85,6 +102,6 @@ fn main() {
         }
     }
     println!(
-        "ideal: max/mean 1.000; on remove only the removed backend's flows move (≈ its share; 'of which others' 0); on add ≈ 1/(N+1) move"
+        "build: median of 9 builds of the whole table, one core; ideal: max/mean 1.000; on remove only the removed backend's flows move (≈ its share; 'of which others' 0); on add ≈ 1/(N+1) move"
     );
 }
