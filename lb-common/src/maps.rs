@@ -26,6 +26,20 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 pub const SERVICE_STATS: &str = "SERVICE_STATS";
 pub const DROP_STATS: &str = "DROP_STATS";
 pub const LB_CONFIG: &str = "LB_CONFIG";
+/// Every map name, in the order of the table above.
+pub const ALL_MAPS: [&str; 11] = [
+    SERVICES,
+    BACKENDS,
+    MAGLEV,
+    CONNTRACK,
+    REVNAT,
+    AFFINITY,
+    SRC_RANGES,
+    BACKEND_STATS,
+    SERVICE_STATS,
+    DROP_STATS,
+    LB_CONFIG,
+];
 
 /// Program names (the functions in `lb-ebpf`).
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
@@ -35,7 +49,9 @@ pub const PROG_TC_EGRESS: &str = "tc_egress";
 /// Compile-time sizes of maps whose size is baked into the object. Everything else is sized
 /// at load time (`EbpfLoader::set_max_entries`), starting from the `DEFAULT_*` values.
 pub const MAX_BACKENDS: u32 = 65536;
-pub const MAX_SERVICE_IDS: u32 = 65536;
+/// Service ids index `SERVICE_STATS`, a per-CPU array: sized at load time, since its memory
+/// grows with the number of CPUs.
+pub const DEFAULT_MAX_SERVICE_IDS: u32 = 65536;
 pub const DEFAULT_MAX_FRONTENDS: u32 = 65536;
 pub const DEFAULT_MAX_MAGLEV_CHUNKS: u32 = 131072;
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 262144;

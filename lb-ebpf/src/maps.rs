@@ -40,7 +40,8 @@ pub static SRC_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(DEFAULT_SRC
 pub static BACKEND_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 
 #[map]
-pub static SERVICE_STATS: PerCpuArray<TrafficCounters> = PerCpuArray::pinned(MAX_SERVICE_IDS, 0);
+pub static SERVICE_STATS: PerCpuArray<TrafficCounters> =
+    PerCpuArray::pinned(DEFAULT_MAX_SERVICE_IDS, 0);
 
 #[map]
 pub static DROP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(DropReason::COUNT, 0);

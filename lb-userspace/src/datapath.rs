@@ -3,6 +3,7 @@
 use std::{
     ffi::CString,
     io,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
@@ -53,6 +54,8 @@ pub struct LoadOptions {
     pub affinity_size: u32,
     pub max_frontends: u32,
     pub max_maglev_chunks: u32,
+    /// Service ids are `0..max_service_ids` (`SERVICE_STATS` is a per-CPU array this long).
+    pub max_service_ids: u32,
     pub config: DatapathConfig,
 }
 
@@ -63,6 +66,7 @@ impl LoadOptions {
         self.max_frontends = self.max_frontends.max(services.saturating_mul(4));
         let chunks = maglev_m.div_ceil(MAGLEV_CHUNK);
         self.max_maglev_chunks = services.saturating_add(1024).saturating_mul(chunks);
+        self.max_service_ids = self.max_service_ids.max(services.saturating_add(1024));
     }
 
     pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
@@ -72,6 +76,7 @@ impl LoadOptions {
             affinity_size: DEFAULT_AFFINITY_SIZE,
             max_frontends: DEFAULT_MAX_FRONTENDS,
             max_maglev_chunks: DEFAULT_MAX_MAGLEV_CHUNKS,
+            max_service_ids: DEFAULT_MAX_SERVICE_IDS,
             config: DatapathConfig::DEFAULT,
         }
     }
@@ -145,6 +150,7 @@ impl Datapath {
             .map_max_entries(m::AFFINITY, opts.affinity_size)
             .map_max_entries(m::SERVICES, opts.max_frontends)
             .map_max_entries(m::MAGLEV, opts.max_maglev_chunks)
+            .map_max_entries(m::SERVICE_STATS, opts.max_service_ids)
             .load(EBPF_OBJECT)
             .map_err(|e| DatapathError::Load {
                 pin_dir: opts.pin_dir.clone(),
@@ -331,6 +337,44 @@ pub fn detach_pinned_links(pin_dir: &Path) -> io::Result<usize> {
         detached += 1;
     }
     Ok(detached)
+}
+
+/// What one pinned map costs the kernel.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MapMemory {
+    pub name: &'static str,
+    pub max_entries: u32,
+    /// The kernel's own account (`memlock` in fdinfo): the whole capacity for preallocated
+    /// maps, the entries present for `MAGLEV` (no prealloc).
+    pub bytes: u64,
+}
+
+/// Kernel memory of every map pinned under `pin_dir`.
+pub fn map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>, DatapathError> {
+    ALL_MAPS
+        .iter()
+        .map(|&name| {
+            let path = pin_dir.join(name);
+            let err = |reason: String| DatapathError::Map {
+                name,
+                reason: format!("{}: {reason}", path.display()),
+            };
+            let data = MapData::from_pin(&path).map_err(|e| err(e.to_string()))?;
+            let fd = data.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .map_err(|e| err(format!("reading fdinfo: {e}")))?;
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                    .ok_or_else(|| err(format!("no {key} in fdinfo")))
+            };
+            Ok(MapMemory {
+                name,
+                max_entries: field("max_entries:")? as u32,
+                bytes: field("memlock:")?,
+            })
+        })
+        .collect()
 }
 
 /// Removes every pinned map under `pin_dir` and the directory itself.

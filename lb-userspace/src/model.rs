@@ -19,7 +19,7 @@ use k8s_openapi::{
     api::core::v1::{Pod, Service, ServicePort},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use lb_common::maps::{DEFAULT_MAGLEV_M, MAX_SERVICE_IDS};
+use lb_common::maps::{DEFAULT_MAGLEV_M, DEFAULT_MAX_SERVICE_IDS};
 
 use crate::{
     alloc::{Allocator, NODE_PORT_MAX, NODE_PORT_MIN},
@@ -40,6 +40,8 @@ pub struct NodeConfig {
     /// Where LoadBalancer addresses are allocated from when a Service has none.
     pub lb_pools: Vec<Cidr>,
     pub maglev_m: u32,
+    /// Service ids are allocated below this (the datapath's `max_service_ids`).
+    pub max_service_ids: u32,
 }
 
 impl NodeConfig {
@@ -53,6 +55,7 @@ impl NodeConfig {
             ],
             lb_pools: Vec::new(),
             maglev_m: DEFAULT_MAGLEV_M,
+            max_service_ids: DEFAULT_MAX_SERVICE_IDS,
         }
     }
 }
@@ -781,7 +784,7 @@ impl ServiceCtx<'_> {
                         if v4 { "v4" } else { "v6" },
                         scope.as_str()
                     );
-                    let Some(svc_id) = alloc.service_id(&key, MAX_SERVICE_IDS) else {
+                    let Some(svc_id) = alloc.service_id(&key, self.node.max_service_ids) else {
                         self.err("metadata.name", "no free datapath service id");
                         continue;
                     };

@@ -124,7 +124,7 @@ impl Backend {
 /// Everything the datapath needs to balance one service port.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceProgram {
-    /// Caller-chosen id, `< MAX_SERVICE_IDS`: indexes `SERVICE_STATS`, scopes affinity and
+    /// Caller-chosen id, below `LoadOptions::max_service_ids`: indexes `SERVICE_STATS`, scopes affinity and
     /// source ranges.
     pub id: u32,
     pub frontends: Vec<Frontend>,
@@ -516,8 +516,9 @@ impl ServiceMaps {
     }
 
     fn validate(&self, svc: &ServiceProgram) -> Result<(), ProgramError> {
-        if svc.id >= MAX_SERVICE_IDS {
-            return Err(ProgramError::IdOutOfRange { id: svc.id, max: MAX_SERVICE_IDS });
+        let max = self.maps.service_stats.len();
+        if svc.id >= max {
+            return Err(ProgramError::IdOutOfRange { id: svc.id, max });
         }
         for fe in &svc.frontends {
             if let Some(b) = svc.backends.iter().find(|b| b.addr.is_ipv4() != fe.addr.is_ipv4()) {

@@ -45,10 +45,21 @@ pub struct RunResult {
 impl TestDatapath {
     /// Loads every program (so the verifier has accepted them) with fresh, empty maps.
     pub fn load() -> Self {
+        Self::load_with(|_| {})
+    }
+
+    /// Like [`Self::load`], with map sizes or settings changed by `configure`.
+    pub fn load_with(configure: impl FnOnce(&mut LoadOptions)) -> Self {
         let pins = PinDir::unique();
-        let (datapath, maps) = Datapath::load(&LoadOptions::new(&pins.0))
-            .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
+        let mut opts = LoadOptions::new(&pins.0);
+        configure(&mut opts);
+        let (datapath, maps) =
+            Datapath::load(&opts).unwrap_or_else(|e| panic!("loading the datapath: {e}"));
         Self { datapath, services: ServiceMaps::new(maps), _pins: pins }
+    }
+
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self._pins.0
     }
 
     pub fn run_xdp(&mut self, packet: &[u8]) -> RunResult {

@@ -155,6 +155,7 @@ fn main() -> Result<()> {
     let mut load = LoadOptions::new(&args.pin_dir);
     load.conntrack_size = args.conntrack_size;
     load.size_for(args.max_services, args.maglev_m);
+    node.max_service_ids = load.max_service_ids;
     load.config.ct_timeout_tcp_s = args.ct_tcp_timeout;
     load.config.ct_timeout_udp_s = args.ct_udp_timeout;
     let metrics_addr = match args.metrics_addr.as_str() {

@@ -6,7 +6,10 @@
 //! the packet it had already rewritten, so a DNAT case would time the pass-through path.
 //! Every run's verdict and output are checked, so a case cannot silently time the wrong path.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
 
 use aya::programs::Xdp;
 use lb_tests::{
@@ -15,7 +18,8 @@ use lb_tests::{
 };
 use lb_userspace::services::{Backend, Frontend, FrontendKind, Protocol, ServiceProgram};
 
-const RUNS: usize = 20_000;
+const RUNS: usize = 30_000;
+const ROUNDS: usize = 3;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
@@ -28,25 +32,37 @@ struct Stats {
     mean_ns: f64,
 }
 
+/// The lowest of `ROUNDS` medians (neighbours on a shared VM come and go between rounds)
+/// and the mean of every run.
 fn measure(mut one: impl FnMut(usize) -> RunResult, check: impl Fn(&RunResult)) -> Stats {
     // Warm caches and maps first.
     for i in 0..200 {
         check(&one(RUNS + i));
     }
-    let mut ns: Vec<f64> = (0..RUNS)
-        .map(|i| {
-            let r = one(i);
-            check(&r);
-            r.duration.as_nanos() as f64
-        })
-        .collect();
-    ns.sort_by(f64::total_cmp);
-    Stats { median_ns: ns[ns.len() / 2], mean_ns: ns.iter().sum::<f64>() / ns.len() as f64 }
+    let per_round = RUNS / ROUNDS;
+    let (mut best_median, mut sum) = (f64::MAX, 0.0);
+    for round in 0..ROUNDS {
+        let mut ns: Vec<f64> = (round * per_round..(round + 1) * per_round)
+            .map(|i| {
+                let r = one(i);
+                check(&r);
+                r.duration.as_nanos() as f64
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        best_median = best_median.min(ns[ns.len() / 2]);
+        sum += ns.iter().sum::<f64>();
+    }
+    Stats { median_ns: best_median, mean_ns: sum / (per_round * ROUNDS) as f64 }
+}
+
+/// Service `id`'s ClusterIP and port: 198.19.0.0/16, then the next port.
+fn vip(id: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([198, 19, (id >> 8) as u8, id as u8]), 80 + (id >> 16) as u16)
 }
 
 fn services(t: &mut TestDatapath, count: u32, backends_per_service: u32, m: u32) {
     for id in 0..count {
-        let vip = IpAddr::from([198, 19, (id >> 8) as u8, id as u8]);
         let backends = (0..backends_per_service)
             .map(|b| {
                 Backend::active(
@@ -58,8 +74,8 @@ fn services(t: &mut TestDatapath, count: u32, backends_per_service: u32, m: u32)
         let mut svc = ServiceProgram::new(
             id,
             vec![Frontend {
-                addr: vip,
-                port: 80,
+                addr: vip(id).ip(),
+                port: vip(id).port(),
                 protocol: Protocol::Tcp,
                 kind: FrontendKind::ClusterIp,
             }],
@@ -115,20 +131,33 @@ fn main() {
     let tx_floor = floor("floor_tx", XDP_TX);
 
     println!(
-        "datapath cost per packet (BPF_PROG_TEST_RUN, {RUNS} runs of repeat=1, median of the kernel's per-run time)"
+        "datapath cost per packet (BPF_PROG_TEST_RUN, {RUNS} runs of repeat=1 with a fresh packet each; median: lowest of {ROUNDS} rounds' medians of the kernel's per-run time)"
     );
     println!("floors: XDP_PASS-only {pass_floor:.0} ns, parse+swap+XDP_TX {tx_floor:.0} ns\n");
-    println!("{:<10} {:<40} {:>9} {:>9} {:>9}", "services", "case", "median", "mean", "x PASS");
-    for (count, backends, m) in [(1u32, 10u32, 16381u32), (1000, 10, 1021), (10_000, 10, 1021)] {
-        let mut t = TestDatapath::load();
+    println!(
+        "{:<10} {:<8} {:<40} {:>9} {:>9} {:>9}",
+        "services", "backends", "case", "median", "mean", "x PASS"
+    );
+    let sets = [
+        (1u32, 10u32, 16381u32),
+        (1000, 10, 1021),
+        (10_000, 10, 1021),
+        (100_000, 10, 1021),
+        (1, 1000, 16381),
+        (1000, 1000, 16381),
+    ];
+    for (count, backends, m) in sets {
+        let mut t = TestDatapath::load_with(|o| o.size_for(count + 2, m));
+        let start = Instant::now();
         services(&mut t, count, backends, m);
-        let vip = |id: u32| format!("198.19.{}.{}:80", id >> 8, id & 0xff);
+        let programmed = start.elapsed();
         let last = count - 1;
         // Printed as measured, so a failing case still leaves the earlier figures.
         let row = |name: &str, s: Stats| {
             println!(
-                "{:<10} {:<40} {:>6.0} ns {:>6.0} ns {:>8.2}x",
+                "{:<10} {:<8} {:<40} {:>6.0} ns {:>6.0} ns {:>8.2}x",
                 count,
+                backends,
                 name,
                 s.median_ns,
                 s.mean_ns,
@@ -147,12 +176,12 @@ fn main() {
         let new_flow = |i: usize| {
             PacketSpec::tcp_syn(
                 sa(&format!("198.18.{}.{}:{}", 10 + i / 60000, 2, 1024 + i % 60000)),
-                sa(&vip(last)),
+                vip(last),
             )
             .build()
         };
         row("TCP SYN, new flow (ct miss, Maglev)", measure(|i| t.run_xdp(&new_flow(i)), dnat_ok));
-        let est = PacketSpec::tcp_ack(sa("198.18.0.2:40000"), sa(&vip(last))).build();
+        let est = PacketSpec::tcp_ack(sa("198.18.0.2:40000"), vip(last)).build();
         row("TCP, established (conntrack hit)", measure(|_| t.run_xdp(&est), dnat_ok));
         let udp = |i: usize| {
             PacketSpec::udp(
@@ -179,8 +208,23 @@ fn main() {
             "reply, reverse NAT (tc_egress)",
             measure(
                 |_| t.run_tc(lb_common::maps::PROG_TC_EGRESS, &reply),
-                |r| assert_eq!(parse_verified(&r.packet).expect("valid").src.port(), 80),
+                |r| {
+                    assert_eq!(parse_verified(&r.packet).expect("valid").src, vip(last));
+                },
             ),
+        );
+        let memory = lb_userspace::datapath::map_memory(t.pin_dir()).expect("map memory");
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let total: u64 = memory.iter().map(|m| m.bytes).sum();
+        let maglev =
+            memory.iter().find(|m| m.name == lb_common::maps::MAGLEV).map_or(0, |m| m.bytes);
+        println!(
+            "{:<10} {:<8} programmed in {:.2} s (M={m}); BPF map memory {:.0} MiB, of which Maglev tables {:.0} MiB\n",
+            count,
+            backends,
+            programmed.as_secs_f64(),
+            mib(total),
+            mib(maglev)
         );
     }
 }

@@ -49,7 +49,14 @@ fn main() {
     println!("Maglev quality ({FLOWS} random flows per row)");
     println!(
         "{:>6} {:>6} {:>7} {:>10} {:>12} {:>16} {:>16} {:>16}",
-        "M", "N", "weights", "build", "max/mean", "moved on remove", "of which others", "moved on add"
+        "M",
+        "N",
+        "weights",
+        "build",
+        "max/mean",
+        "moved on remove",
+        "of which others",
+        "moved on add"
     );
     for m in [16381u32, 65537] {
         for n in [10u32, 100, 1000] {

@@ -6,10 +6,11 @@
 
 use std::{fmt::Write as _, time::Instant};
 
+use lb_common::maps;
 use lb_tests::{agent::TempDir, fixture::PinDir};
 use lb_userspace::{
     agent::{Agent, AgentConfig},
-    datapath::LoadOptions,
+    datapath::{LoadOptions, MapMemory, map_memory},
     model::NodeConfig,
 };
 
@@ -50,9 +51,10 @@ fn main() {
         "control plane: manifests → maps (in-process agent sync; add the poll interval, 100 ms by default, for file-change latency)"
     );
     println!(
-        "{:>9} {:>6} {:>10} {:>14} {:>16}",
-        "services", "M", "full sync", "1 endpoint", "process RSS"
+        "{:>9} {:>6} {:>10} {:>14} {:>16} {:>14}",
+        "services", "M", "full sync", "1 endpoint", "process RSS", "BPF maps"
     );
+    let mut last_memory = Vec::new();
     for (services, m) in [(1usize, 16381u32), (1000, 16381), (10_000, 1021), (10_000, 16381)] {
         let pins = PinDir::unique();
         let dir = TempDir::new(&format!("{}-sync", lb_tests::unique_prefix()));
@@ -63,6 +65,7 @@ fn main() {
         node.maglev_m = m;
         let mut load = LoadOptions::new(&pins.0);
         load.size_for(services as u32 + 16, m);
+        node.max_service_ids = load.max_service_ids;
         let cfg = AgentConfig {
             manifests: file.clone(),
             node,
@@ -84,12 +87,44 @@ fn main() {
         let t = Instant::now();
         agent.sync().unwrap_or_else(|e| panic!("sync: {e:#}"));
         let one = t.elapsed();
+        let memory = map_memory(&pins.0).unwrap_or_else(|e| panic!("map memory: {e}"));
         println!(
-            "{services:>9} {m:>6} {:>8.0}ms {:>12.0}ms {:>12} MiB",
+            "{services:>9} {m:>6} {:>8.0}ms {:>12.0}ms {:>12} MiB {:>10.0} MiB",
             full.as_secs_f64() * 1e3,
             one.as_secs_f64() * 1e3,
             rss / 1024,
+            mib(memory.iter().map(|m| m.bytes).sum()),
         );
         drop(agent);
+        last_memory = memory;
     }
+    print_map_memory(&last_memory, 10_000);
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// Where the BPF memory of the last run goes, and what a Service, a backend and a flow cost.
+fn print_map_memory(memory: &[MapMemory], services: u64) {
+    println!(
+        "\nBPF map memory at {services} Services (kernel's memlock account; sized by the agent's size_for)"
+    );
+    println!("{:<14} {:>12} {:>10}", "map", "max entries", "MiB");
+    for m in memory {
+        println!("{:<14} {:>12} {:>10.1}", m.name, m.max_entries, mib(m.bytes));
+    }
+    let of = |names: &[&str]| -> (u64, u64) {
+        let maps = memory.iter().filter(|m| names.contains(&m.name));
+        maps.fold((0, 0), |(b, e), m| (b + m.bytes, e.max(u64::from(m.max_entries))))
+    };
+    let (svc_bytes, _) = of(&[maps::SERVICES, maps::MAGLEV, maps::SERVICE_STATS]);
+    let (backend_bytes, backend_slots) = of(&[maps::BACKENDS, maps::BACKEND_STATS]);
+    let (flow_bytes, flows) = of(&[maps::CONNTRACK, maps::REVNAT]);
+    println!(
+        "per Service (frontends + Maglev table + counters, capacity included): {} bytes; per backend slot: {} bytes; per conntrack flow (both directions): {} bytes",
+        svc_bytes / services,
+        backend_bytes / backend_slots.max(1),
+        flow_bytes / flows.max(1),
+    );
 }
