@@ -134,9 +134,22 @@ impl Topology {
     }
 }
 
+/// Which hook balances traffic arriving on the node's external interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalHook {
+    Xdp,
+    /// `tc_ingress`, as on pod-facing interfaces: on a veth, XDP first copies every packet
+    /// into a page with XDP headroom, which TC does not.
+    Tc,
+}
+
 impl Lab {
     /// Builds the topology with `backends` backend pods and attaches the datapath.
     pub fn new(backends: usize) -> Self {
+        Self::with_external_hook(backends, ExternalHook::Xdp)
+    }
+
+    pub fn with_external_hook(backends: usize, hook: ExternalHook) -> Self {
         let net = Topology::new(backends);
         let pins = PinDir(PathBuf::from(BPFFS_ROOT).join(&net.prefix));
         let (datapath, maps) = {
@@ -145,7 +158,10 @@ impl Lab {
                 .unwrap_or_else(|e| panic!("loading the datapath: {e}"));
             let attach =
                 |r: Result<(), datapath::DatapathError>| r.unwrap_or_else(|e| panic!("{e}"));
-            attach(dp.attach_xdp("ext0"));
+            attach(match hook {
+                ExternalHook::Xdp => dp.attach_xdp("ext0"),
+                ExternalHook::Tc => dp.attach_tc_ingress("ext0"),
+            });
             attach(dp.attach_tc_egress("ext0"));
             for iface in net.pod_interfaces() {
                 attach(dp.attach_tc_ingress(&iface));

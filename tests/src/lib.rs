@@ -13,7 +13,9 @@
 pub mod agent;
 pub mod fixture;
 pub mod http;
+pub mod kube_proxy;
 pub mod lab;
+pub mod load;
 pub mod netns;
 pub mod packets;
 pub mod root;

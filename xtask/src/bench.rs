@@ -13,6 +13,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("lb-bench", "Datapath cost per packet"),
     ("lb-sync-bench", "Control plane"),
     ("lb-maglev-bench", "Maglev quality"),
+    ("lb-e2e-bench", "End to end against kube-proxy's mechanisms"),
 ];
 
 pub fn run() -> Result<()> {

@@ -3,7 +3,8 @@
 //! - nightly's `rust-src` (the eBPF crate builds `core` for bpfel-unknown-none);
 //! - bpf-linker built against the nightly toolchain's own libLLVM, since the linker must use
 //!   the LLVM major that emits the bitcode and no distribution package has it;
-//! - Debian packages for the lab (iproute2, ethtool).
+//! - Debian packages for the lab (iproute2, ethtool) and the end-to-end benchmark (wrk,
+//!   nftables, iptables).
 
 use std::{path::PathBuf, process::Command};
 
@@ -12,7 +13,15 @@ use anyhow::{Context, Result, bail};
 use crate::{is_root, run_cmd, step};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const APT_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ethtool", "ethtool")];
+/// (command, package): the lab's tools, and the end-to-end benchmark's load generator and
+/// kube-proxy's own mechanisms (nftables, iptables) it measures against.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("wrk", "wrk"),
+    ("nft", "nftables"),
+    ("iptables-restore", "iptables"),
+];
 
 pub fn run() -> Result<()> {
     rust_src()?;
@@ -135,7 +144,7 @@ fn apt_packages() -> Result<()> {
     }
     if !is_root() {
         eprintln!(
-            "warning: missing {} (the lab tests need them); install as root: apt-get install {}",
+            "warning: missing {} (the lab tests and benchmarks need them); install as root: apt-get install {}",
             missing.join(", "),
             missing.join(" ")
         );
