@@ -21,7 +21,7 @@ use crate::{
     alloc::{Allocations, Allocator},
     catalog::{Catalog, CatalogProgram},
     datapath::{Datapath, LoadOptions},
-    manifests::{self, load_path},
+    manifests::{self, ManifestCache},
     metrics::{MetricsSource, SyncStatus},
     model::{NodeConfig, desired},
     services::{ProgramError, ServiceMaps, ServiceProgram},
@@ -74,6 +74,57 @@ fn service_of(key: &str) -> &str {
     &key[..end]
 }
 
+/// With a watch, the fingerprint poll runs every this many ticks.
+const WATCHED_POLL_EVERY: u64 = 20;
+
+/// Wakes the sync loop when the manifests change (inotify on the directory, or on the
+/// file's directory so editors that replace the file are seen too).
+struct InputWatch {
+    _watcher: notify::RecommendedWatcher,
+    events: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl InputWatch {
+    fn start(path: &Path) -> Result<Self> {
+        use notify::Watcher as _;
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                use notify::EventKind as K;
+                // Not access events: the agent's own reads would wake it again, forever.
+                if let Ok(K::Create(_) | K::Modify(_) | K::Remove(_) | K::Any) =
+                    event.map(|e| e.kind)
+                {
+                    let _ = tx.send(());
+                }
+            })?;
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+        };
+        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(Self { _watcher: watcher, events })
+    }
+
+    /// Resolves once the inputs changed and the writer has been quiet for a moment (one
+    /// save is several events; syncing on the first could read a half-written file).
+    async fn changed(watch: &mut Option<Self>) -> Option<()> {
+        let Some(w) = watch else { return std::future::pending().await };
+        w.events.recv().await?;
+        let quiet = Duration::from_millis(10);
+        let give_up = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < give_up {
+            match tokio::time::timeout(quiet, w.events.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return None,
+                Err(_) => break,
+            }
+        }
+        Some(())
+    }
+}
+
 /// Aborts a spawned task when dropped (the metrics server stops with the agent).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -81,6 +132,16 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Where one sync's time went: reading and parsing changed manifests, translating them to
+/// programs, writing the changed programs to the maps, saving allocations and catalog.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncPhases {
+    pub read: Duration,
+    pub model: Duration,
+    pub apply: Duration,
+    pub save: Duration,
 }
 
 pub struct Agent {
@@ -91,6 +152,8 @@ pub struct Agent {
     applied: Applied,
     allocations: Allocations,
     summaries: BTreeMap<String, crate::model::ServiceSummary>,
+    manifests: ManifestCache,
+    last_sync: SyncPhases,
     first_sync: bool,
     metrics: Arc<Mutex<MetricsSource>>,
 }
@@ -138,6 +201,8 @@ impl Agent {
             applied: Applied::default(),
             allocations,
             summaries: BTreeMap::new(),
+            manifests: ManifestCache::default(),
+            last_sync: SyncPhases::default(),
             metrics,
             first_sync: true,
         })
@@ -158,21 +223,39 @@ impl Agent {
             }
             None => None,
         };
+        let mut watch = match InputWatch::start(&self.cfg.manifests) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!("cannot watch {}: {e:#}; polling only", self.cfg.manifests.display());
+                None
+            }
+        };
         let mut last = None;
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
+        let mut ticks = 0u64;
+        let watching = watch.is_some();
         loop {
-            tokio::select! {
+            // An event always syncs (unchanged files cost a stat each); a poll syncs when
+            // the inputs' fingerprint moved.
+            let (event, poll) = tokio::select! {
                 () = &mut stop => {
                     info!("stopping; the datapath keeps serving (pinned under {})", self.cfg.load.pin_dir.display());
                     return Ok(());
                 }
+                Some(()) = InputWatch::changed(&mut watch) => (true, false),
                 _ = tick.tick() => {
                     self.services.reap()?;
-                    let fp = fingerprint(&self.cfg.manifests);
-                    if last.as_ref() != Some(&fp) {
-                        last = Some(fp);
-                        self.sync()?;
-                    }
+                    ticks += 1;
+                    // With a watch the poll is only a safety net for missed events.
+                    // The first tick is the initial sync.
+                    (false, !watching || ticks == 1 || ticks.is_multiple_of(WATCHED_POLL_EVERY))
+                }
+            };
+            if event || poll {
+                let fp = fingerprint(&self.cfg.manifests);
+                if event || last.as_ref() != Some(&fp) {
+                    last = Some(fp);
+                    self.sync()?;
                 }
             }
         }
@@ -181,7 +264,8 @@ impl Agent {
     /// One full sync: read, translate, apply the difference.
     pub fn sync(&mut self) -> Result<()> {
         let started = Instant::now();
-        let loaded = load_path(&self.cfg.manifests);
+        let loaded = self.manifests.load(&self.cfg.manifests);
+        let read = started.elapsed();
         for (kind, origin) in &loaded.skipped {
             info!(%origin, kind, "skipped: not a kind the agent handles");
         }
@@ -193,6 +277,7 @@ impl Agent {
         for e in &d.errors {
             error!("{e}");
         }
+        let modelled = started.elapsed();
 
         // Services that failed keep what they had; so do Services of files that could not be
         // read or parsed this time (their objects are missing, not deleted).
@@ -287,8 +372,15 @@ impl Agent {
             self.services.retain(&keep)?;
             self.first_sync = false;
         }
+        let applied = started.elapsed();
         self.save_allocations();
         self.save_catalog(&d.services);
+        self.last_sync = SyncPhases {
+            read,
+            model: modelled - read,
+            apply: applied - modelled,
+            save: started.elapsed() - applied,
+        };
         if let Ok(mut m) = self.metrics.lock() {
             m.status.syncs += 1;
             m.status.last_duration_s = started.elapsed().as_secs_f64();
@@ -300,9 +392,18 @@ impl Agent {
             changes,
             errors = loaded.errors.len() + d.errors.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            read_ms = read.as_secs_f64() * 1000.0,
+            model_ms = self.last_sync.model.as_secs_f64() * 1000.0,
+            apply_ms = self.last_sync.apply.as_secs_f64() * 1000.0,
+            save_ms = self.last_sync.save.as_secs_f64() * 1000.0,
             "synced"
         );
         Ok(())
+    }
+
+    /// Where the last sync's time went.
+    pub fn last_sync(&self) -> SyncPhases {
+        self.last_sync
     }
 
     fn log_applied(&self, key: &str, p: &ServiceProgram) {

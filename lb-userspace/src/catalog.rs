@@ -82,7 +82,7 @@ impl Catalog {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
+        let text = serde_json::to_vec(self).map_err(|e| err(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }

@@ -195,7 +195,9 @@ impl AgentLab {
             .args(["--xdp-iface", "ext0"])
             .args(["--service-cidr", "198.19.0.0/16", "--service-cidr", "fd00:19::/108"])
             .args(["--lb-pool", "198.19.255.0/24"])
-            .args(["--maglev-m", "1021", "--poll-ms", "50"])
+            // A slow poll: edits must reach the agent through its inotify watch (the poll's
+            // safety net runs every 20 polls, 20 s here).
+            .args(["--maglev-m", "1021", "--poll-ms", "1000"])
             .args(["--metrics-addr", "127.0.0.1:9108"])
             .arg("--pin-dir")
             .arg(&self.pins.0)

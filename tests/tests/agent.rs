@@ -81,8 +81,9 @@ fn manifest_edits_move_new_connections_and_keep_established_ones() {
     assert!(batch.errors.is_empty(), "{:?}", batch.errors);
     assert!(
         !batch.by_backend.contains_key(&lab.net.backends[other].name),
-        "removed backend got new flows: {:?}",
-        batch.by_backend
+        "removed backend got new flows: {:?}\n{}",
+        batch.by_backend,
+        lab.agent.as_ref().expect("agent").log_text()
     );
     assert!(
         batch.by_backend.contains_key(&lab.net.backends[2].name),

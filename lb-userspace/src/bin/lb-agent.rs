@@ -87,7 +87,8 @@ struct RunArgs {
     /// Where allocated ClusterIPs, NodePorts and LoadBalancer addresses are saved.
     #[arg(long, default_value = "/var/lib/lb-agent/allocations.json")]
     state_file: PathBuf,
-    /// How often the manifests are checked for changes, milliseconds.
+    /// Poll interval, milliseconds: changes are seen at once through inotify, and checked
+    /// every 20 polls as a safety net (every poll where inotify is unavailable).
     #[arg(long, default_value_t = 100)]
     poll_ms: u64,
     /// Where to serve Prometheus metrics (`/metrics`); `off` to serve none.

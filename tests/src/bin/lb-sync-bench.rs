@@ -4,7 +4,7 @@
 //! Runs the agent's own code in-process (no interfaces attached: only maps are written) so
 //! that the figures are the agent's work, not process start-up.
 
-use std::{fmt::Write as _, time::Instant};
+use std::{fmt::Write as _, path::Path, time::Instant};
 
 use lb_common::maps;
 use lb_tests::{agent::TempDir, fixture::PinDir};
@@ -25,21 +25,47 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn manifests(services: usize, endpoints: usize, changed: Option<usize>) -> String {
-    let mut out = String::with_capacity(services * 700);
-    for i in 0..services {
-        let _ = write!(
-            out,
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n\
-             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-1\n  namespace: bench\n  labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n"
-        );
-        for e in 0..endpoints {
-            let host = if changed == Some(i) && e == 0 { 250 } else { e + 2 };
-            let _ = writeln!(out, "- addresses: [198.18.{}.{}]", 1 + i % 200, host);
-        }
-        out.push_str("---\n");
+/// Service `i` and its EndpointSlice; `changed` moves its first endpoint elsewhere.
+fn service_docs(i: usize, endpoints: usize, changed: bool) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-{i}-1\n  namespace: bench\n  labels: {{kubernetes.io/service-name: svc-{i}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n"
+    );
+    for e in 0..endpoints {
+        let host = if changed && e == 0 { 250 } else { e + 2 };
+        let _ = writeln!(out, "- addresses: [198.18.{}.{}]", 1 + i % 200, host);
     }
+    out.push_str("---\n");
     out
+}
+
+/// How the manifests are laid out on disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    OneFile,
+    FilePerService,
+}
+
+/// Writes every Service (`changed`: with one endpoint of that Service moved); with one file
+/// per Service, only the changed Service's file is rewritten after the first write.
+fn write_manifests(dir: &Path, layout: Layout, services: usize, changed: Option<usize>) {
+    let write = |name: String, text: String| {
+        std::fs::write(dir.join(name), text).expect("write manifests");
+    };
+    match (layout, changed) {
+        (Layout::OneFile, _) => write(
+            "bench.yaml".into(),
+            (0..services).map(|i| service_docs(i, 10, changed == Some(i))).collect(),
+        ),
+        (Layout::FilePerService, None) => {
+            for i in 0..services {
+                write(format!("svc-{i}.yaml"), service_docs(i, 10, false));
+            }
+        }
+        (Layout::FilePerService, Some(i)) => {
+            write(format!("svc-{i}.yaml"), service_docs(i, 10, true));
+        }
+    }
 }
 
 fn main() {
@@ -48,18 +74,36 @@ fn main() {
         std::process::exit(1);
     }
     println!(
-        "control plane: manifests → maps (in-process agent sync; add the poll interval, 100 ms by default, for file-change latency)"
+        "control plane: manifests → maps (the agent's own sync, in-process; a running agent starts a sync 10 ms after the last inotify event of a write)"
     );
     println!(
-        "{:>9} {:>6} {:>10} {:>14} {:>16} {:>14}",
-        "services", "M", "full sync", "1 endpoint", "process RSS", "BPF maps"
+        "{:>9} {:>6} {:>17} {:>10} {:>10} {:>14} {:>14} {:>26} {:>12} {:>10}",
+        "services",
+        "M",
+        "layout",
+        "full sync",
+        "no change",
+        "1 endpoint:",
+        "whole sync",
+        "read/model/apply/save ms",
+        "process RSS",
+        "BPF maps"
     );
+    println!("{:>9} {:>6} {:>17} {:>10} {:>10} {:>14}", "", "", "", "", "", "maps updated");
     let mut last_memory = Vec::new();
-    for (services, m) in [(1usize, 16381u32), (1000, 16381), (10_000, 1021), (10_000, 16381)] {
+    let runs = [
+        (1usize, 16381u32, Layout::OneFile),
+        (1000, 16381, Layout::OneFile),
+        (10_000, 1021, Layout::OneFile),
+        (10_000, 16381, Layout::OneFile),
+        (10_000, 16381, Layout::FilePerService),
+    ];
+    for (services, m, layout) in runs {
         let pins = PinDir::unique();
         let dir = TempDir::new(&format!("{}-sync", lb_tests::unique_prefix()));
-        let file = dir.0.join("bench.yaml");
-        std::fs::write(&file, manifests(services, 10, None)).expect("write manifests");
+        let inputs = dir.0.join("manifests");
+        std::fs::create_dir_all(&inputs).expect("manifests dir");
+        write_manifests(&inputs, layout, services, None);
         let mut node = NodeConfig::new("bench");
         node.service_cidrs = vec!["198.19.0.0/16".parse().expect("cidr")];
         node.maglev_m = m;
@@ -67,7 +111,7 @@ fn main() {
         load.size_for(services as u32 + 16, m);
         node.max_service_ids = load.max_service_ids;
         let cfg = AgentConfig {
-            manifests: file.clone(),
+            manifests: inputs.clone(),
             node,
             xdp_interfaces: vec![],
             tc_interfaces: vec![],
@@ -81,17 +125,33 @@ fn main() {
         agent.sync().unwrap_or_else(|e| panic!("sync: {e:#}"));
         let full = t.elapsed();
         let rss = rss_kib();
+        // A running agent's files are older than the cache's racy window (files modified
+        // in the last 2 s are always re-read): let them settle and be cached, then time a
+        // sync with nothing changed.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        agent.sync().unwrap_or_else(|e| panic!("sync: {e:#}"));
+        let t = Instant::now();
+        agent.sync().unwrap_or_else(|e| panic!("sync: {e:#}"));
+        let unchanged = t.elapsed();
 
-        std::fs::write(&file, manifests(services, 10, Some(services / 2)))
-            .expect("write manifests");
+        write_manifests(&inputs, layout, services, Some(services / 2));
         let t = Instant::now();
         agent.sync().unwrap_or_else(|e| panic!("sync: {e:#}"));
         let one = t.elapsed();
+        let p = agent.last_sync();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let memory = map_memory(&pins.0).unwrap_or_else(|e| panic!("map memory: {e}"));
         println!(
-            "{services:>9} {m:>6} {:>8.0}ms {:>12.0}ms {:>12} MiB {:>10.0} MiB",
-            full.as_secs_f64() * 1e3,
-            one.as_secs_f64() * 1e3,
+            "{services:>9} {m:>6} {:>17} {:>8.0}ms {:>8.0}ms {:>12.1}ms {:>12.1}ms {:>26} {:>8} MiB {:>6.0} MiB",
+            match layout {
+                Layout::OneFile => "one file",
+                Layout::FilePerService => "file per Service",
+            },
+            ms(full),
+            ms(unchanged),
+            ms(p.read + p.model + p.apply),
+            ms(one),
+            format!("{:.1}/{:.1}/{:.1}/{:.1}", ms(p.read), ms(p.model), ms(p.apply), ms(p.save)),
             rss / 1024,
             mib(memory.iter().map(|m| m.bytes).sum()),
         );
