@@ -36,6 +36,9 @@ const OTHER_ENDPOINT: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 2);
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Direct,
+    /// Direct, with an XDP program that only returns XDP_PASS on the node's external veth:
+    /// what XDP itself costs on a veth.
+    DirectXdpPass,
     Xdp,
     Tc,
     Nftables,
@@ -46,6 +49,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct (no NAT)",
+            Mode::DirectXdpPass => "direct + XDP_PASS",
             Mode::Xdp => "lb, XDP on ext0",
             Mode::Tc => "lb, TC on ext0",
             Mode::Nftables => "kube-proxy nftables",
@@ -65,16 +69,35 @@ struct Sample {
 /// The lab of one mode: with or without the datapath loaded.
 enum ModeLab {
     Datapath(Box<Lab>),
-    Bare(Topology),
+    /// Field order is drop order: the floor program before the namespaces.
+    Bare {
+        _floor: Option<aya::Ebpf>,
+        net: Topology,
+    },
 }
 
 impl ModeLab {
     fn net(&self) -> &Topology {
         match self {
             ModeLab::Datapath(lab) => &lab.net,
-            ModeLab::Bare(t) => t,
+            ModeLab::Bare { net, .. } => net,
         }
     }
+}
+
+/// Attaches the XDP_PASS-only floor program to the node's `ext0`.
+fn attach_xdp_pass(net: &Topology) -> aya::Ebpf {
+    let mut floors =
+        aya::Ebpf::load(lb_userspace::EBPF_FLOORS_OBJECT).unwrap_or_else(|e| panic!("floors: {e}"));
+    let prog: &mut aya::programs::Xdp = floors
+        .program_mut("floor_pass")
+        .and_then(|p| p.try_into().ok())
+        .unwrap_or_else(|| panic!("floor_pass is not an XDP program"));
+    prog.load().unwrap_or_else(|e| panic!("loading floor_pass: {e}"));
+    let _inside = net.node.enter();
+    prog.attach("ext0", aya::programs::XdpMode::Default)
+        .unwrap_or_else(|e| panic!("attaching floor_pass to ext0: {e}"));
+    floors
 }
 
 /// A mode's live lab, measured in turns with the others.
@@ -179,7 +202,7 @@ impl Subject {
         let mut lab = match mode {
             Mode::Xdp => Lab::with_external_hook(BACKENDS, ExternalHook::Xdp),
             Mode::Tc => Lab::with_external_hook(BACKENDS, ExternalHook::Tc),
-            Mode::Direct | Mode::Nftables | Mode::Iptables => {
+            Mode::Direct | Mode::DirectXdpPass | Mode::Nftables | Mode::Iptables => {
                 let t = Topology::new(BACKENDS);
                 let backends: Vec<Ipv4Addr> = t.backends.iter().map(|b| b.v4).collect();
                 let rules = baseline(services, &backends);
@@ -190,7 +213,8 @@ impl Subject {
                     }
                     _ => {}
                 }
-                return Self::ready(mode, services, start, ModeLab::Bare(t));
+                let floor = (mode == Mode::DirectXdpPass).then(|| attach_xdp_pass(&t));
+                return Self::ready(mode, services, start, ModeLab::Bare { _floor: floor, net: t });
             }
         };
         let backends: Vec<Ipv4Addr> = lab.net.backends.iter().map(|b| b.v4).collect();
@@ -207,7 +231,7 @@ impl Subject {
         let servers = BenchServers::start(&namespaces, HTTP_PORT, UDP_PORT);
         let first_backend = IpAddr::V4(net.backends[0].v4);
         let (tcp, udp) = match mode {
-            Mode::Direct => (
+            Mode::Direct | Mode::DirectXdpPass => (
                 SocketAddr::new(first_backend, HTTP_PORT),
                 SocketAddr::new(first_backend, UDP_PORT),
             ),
@@ -283,7 +307,11 @@ fn print_row(subject: &Subject, direct: &Sample) {
     println!(
         "{:<20} {:>8} {:>7.1}s {:>9.0} {:>5.2}x {:>7.0} {:>7.0} {:>9.0} {:>5.2}x {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0}k {:>5.2}x {:>6}",
         subject.mode.name(),
-        if subject.mode == Mode::Direct { "-".to_owned() } else { subject.services.to_string() },
+        if matches!(subject.mode, Mode::Direct | Mode::DirectXdpPass) {
+            "-".to_owned()
+        } else {
+            subject.services.to_string()
+        },
         subject.setup.as_secs_f64(),
         r.keep_alive.requests_per_s,
         ratio(r.keep_alive.requests_per_s, direct.keep_alive.requests_per_s),
@@ -351,6 +379,7 @@ fn main() {
         "errors"
     );
     let mut direct = Subject::new(Mode::Direct, 0);
+    let mut direct_xdp = Subject::new(Mode::DirectXdpPass, 0);
     let mut summary = Vec::new();
     for &n in &counts {
         let mut subjects: Vec<Subject> = [Mode::Xdp, Mode::Tc, Mode::Nftables, Mode::Iptables]
@@ -358,17 +387,20 @@ fn main() {
             .map(|mode| Subject::new(mode, n))
             .collect();
         direct.samples.clear();
+        direct_xdp.samples.clear();
         for _ in 0..rounds {
             direct.measure_round(seconds);
+            direct_xdp.measure_round(seconds);
             for s in &mut subjects {
                 s.measure_round(seconds);
             }
         }
-        for s in std::iter::once(&mut direct).chain(subjects.iter_mut()) {
+        for s in [&mut direct, &mut direct_xdp].into_iter().chain(subjects.iter_mut()) {
             s.connect_us = load::connect_times(&s.lab.net().client, s.tcp, CONNECTS);
         }
         let base = direct.median();
         print_row(&direct, &base);
+        print_row(&direct_xdp, &base);
         for s in &subjects {
             print_row(s, &base);
         }
