@@ -71,7 +71,7 @@ enum ModeLab {
     Datapath(Box<Lab>),
     /// Field order is drop order: the floor program before the namespaces.
     Bare {
-        _floor: Option<aya::Ebpf>,
+        _floor: Option<Box<aya::Ebpf>>,
         net: Topology,
     },
 }
@@ -213,7 +213,7 @@ impl Subject {
                     }
                     _ => {}
                 }
-                let floor = (mode == Mode::DirectXdpPass).then(|| attach_xdp_pass(&t));
+                let floor = (mode == Mode::DirectXdpPass).then(|| Box::new(attach_xdp_pass(&t)));
                 return Self::ready(mode, services, start, ModeLab::Bare { _floor: floor, net: t });
             }
         };
