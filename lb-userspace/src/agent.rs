@@ -155,6 +155,7 @@ pub struct Agent {
     manifests: ManifestCache,
     last_sync: SyncPhases,
     first_sync: bool,
+    first_save: bool,
     metrics: Arc<Mutex<MetricsSource>>,
 }
 
@@ -203,6 +204,7 @@ impl Agent {
             summaries: BTreeMap::new(),
             manifests: ManifestCache::default(),
             last_sync: SyncPhases::default(),
+            first_save: true,
             metrics,
             first_sync: true,
         })
@@ -319,7 +321,9 @@ impl Agent {
             .map(String::as_str)
             .chain(d.failed.iter().map(String::as_str))
             .collect();
-        self.allocations = alloc.finish(&|k| kept_services.contains(service_of(k)));
+        let allocations = alloc.finish(&|k| kept_services.contains(service_of(k)));
+        let allocations_changed = allocations != self.allocations;
+        self.allocations = allocations;
 
         // Removals first, so a frontend moving between Services is free when re-applied.
         let mut changes = 0;
@@ -373,8 +377,12 @@ impl Agent {
             self.first_sync = false;
         }
         let applied = started.elapsed();
-        self.save_allocations();
-        self.save_catalog(&d.services);
+        // The first sync always saves: files from an older run may differ.
+        if allocations_changed || self.first_save {
+            self.save_allocations();
+        }
+        self.save_catalog(&d.services, changes > 0 || self.first_save);
+        self.first_save = false;
         self.last_sync = SyncPhases {
             read,
             model: modelled - read,
@@ -419,13 +427,26 @@ impl Agent {
         );
     }
 
-    fn save_catalog(&mut self, services: &BTreeMap<String, crate::model::ServiceSummary>) {
+    /// Rewrites the catalog when programs changed or a Service's summary did.
+    fn save_catalog(
+        &mut self,
+        services: &BTreeMap<String, crate::model::ServiceSummary>,
+        programs_changed: bool,
+    ) {
         // Services kept on their last good version stay listed with their last summary.
+        let mut changed = programs_changed;
         for (k, v) in services {
-            self.summaries.insert(k.clone(), v.clone());
+            if self.summaries.get(k) != Some(v) {
+                self.summaries.insert(k.clone(), v.clone());
+                changed = true;
+            }
         }
         let live: BTreeSet<&String> = self.applied.owner.values().collect();
+        let before = self.summaries.len();
         self.summaries.retain(|k, _| services.contains_key(k) || live.contains(k));
+        if !changed && self.summaries.len() == before {
+            return;
+        }
         let catalog = Catalog {
             services: self.summaries.values().cloned().collect(),
             programs: self
