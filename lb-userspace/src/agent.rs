@@ -1,10 +1,12 @@
 //! The agent: keeps the datapath equal to the manifests, live.
 //!
-//! Each sync reads the inputs, translates them ([`crate::model::desired`]), and applies only
-//! the difference to the maps: programs that changed are re-applied (an atomic table swap
-//! each), programs that vanished are removed. A Service whose new version has errors keeps
-//! its last good programs. Allocations are saved after every sync so that a restart hands
-//! out the same addresses and ports.
+//! A sync starts when inotify reports a write to the manifests (a slow poll is the safety
+//! net). Each sync reads the inputs (only changed files are parsed again:
+//! [`crate::manifests::ManifestCache`]), translates them ([`crate::model::desired`]), and
+//! applies only the difference to the maps: programs that changed are re-applied (an atomic
+//! table swap each), programs that vanished are removed. A Service whose new version has
+//! errors keeps its last good programs. Allocations are saved whenever they change so that a
+//! restart hands out the same addresses and ports.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -39,6 +41,8 @@ pub struct AgentConfig {
     pub load: LoadOptions,
     /// Where allocations are saved (a JSON file).
     pub state_file: PathBuf,
+    /// Reaps retired Maglev tables; re-checks the inputs every 20 polls (every poll when
+    /// inotify is unavailable).
     pub poll_interval: Duration,
     /// Where to serve Prometheus metrics; `None` for nowhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
