@@ -48,7 +48,9 @@ pub const PROG_TC_EGRESS: &str = "tc_egress";
 
 /// Compile-time sizes of maps whose size is baked into the object. Everything else is sized
 /// at load time (`EbpfLoader::set_max_entries`), starting from the `DEFAULT_*` values.
+/// Backend ids are `1..MAX_BACKENDS` (0 is "none"): they must fit a Maglev slot's `u16`.
 pub const MAX_BACKENDS: u32 = 65536;
+const _: () = assert!(MAX_BACKENDS <= u16::MAX as u32 + 1);
 /// Service ids index `SERVICE_STATS`, a per-CPU array: sized at load time, since its memory
 /// grows with the number of CPUs.
 pub const DEFAULT_MAX_SERVICE_IDS: u32 = 65536;
@@ -60,7 +62,7 @@ pub const DEFAULT_SRC_RANGES_SIZE: u32 = 16384;
 
 /// Slots per [`MaglevChunk`]. A table of M slots is stored as `ceil(M / MAGLEV_CHUNK)` chunks
 /// under one table id, so tables of any prime size fit a fixed-size map value.
-pub const MAGLEV_CHUNK: u32 = 1024;
+pub const MAGLEV_CHUNK: u32 = 2048;
 /// Default Maglev table size (prime), as in Cilium and the Maglev paper.
 pub const DEFAULT_MAGLEV_M: u32 = 16381;
 
@@ -129,9 +131,10 @@ map_types! {
         pub chunk: u32,
     }
 
-    /// `MAGLEV_CHUNK` consecutive slots of a Maglev table, each a backend id.
+    /// `MAGLEV_CHUNK` consecutive slots of a Maglev table, each a backend id. Ids are below
+    /// `MAX_BACKENDS` (65,536), so 16 bits hold one: half the memory of a table of `u32`s.
     pub struct MaglevChunk [4096] {
-        pub backend_ids: [u32; 1024],
+        pub backend_ids: [u16; 2048],
     }
 
     /// A flow as its packets arrive: client → frontend for `CONNTRACK`, backend → client for

@@ -182,9 +182,9 @@ fn maglev_pick(flow: &Flow, svc: &ServiceValue) -> Result<u32, DropReason> {
     let key = MaglevKey { table_id: svc.table_id, chunk: slot / MAGLEV_CHUNK };
     // SAFETY: read one u32 out of the chunk at once.
     let chunk = unsafe { MAGLEV.get(&key) }.ok_or(DropReason::NoMaglevTable)?;
-    // The mask keeps the index provably inside the 1024-slot chunk for the verifier.
+    // The mask keeps the index provably inside the chunk for the verifier.
     let idx = (slot % MAGLEV_CHUNK) as usize & (MAGLEV_CHUNK as usize - 1);
-    chunk.backend_ids.get(idx).copied().ok_or(DropReason::NoMaglevTable)
+    chunk.backend_ids.get(idx).map(|&id| u32::from(id)).ok_or(DropReason::NoMaglevTable)
 }
 
 #[inline(always)]

@@ -55,7 +55,7 @@ pub fn maglev_slots(maps: &Maps, svc: &ServiceValue) -> BTreeMap<u32, u32> {
         if let Ok(c) = maps.maglev.get(&MaglevKey { table_id: svc.table_id, chunk }, 0) {
             let slots = (svc.maglev_m - chunk * MAGLEV_CHUNK).min(MAGLEV_CHUNK) as usize;
             for &id in &c.backend_ids[..slots] {
-                *counts.entry(id).or_default() += 1;
+                *counts.entry(u32::from(id)).or_default() += 1;
             }
         }
     }
@@ -422,7 +422,7 @@ pub fn explain(
     let chunk = MaglevKey { table_id: svc.table_id, chunk: slot / MAGLEV_CHUNK };
     match maps.maglev.get(&chunk, 0) {
         Ok(c) => {
-            let id = c.backend_ids[(slot % MAGLEV_CHUNK) as usize];
+            let id = u32::from(c.backend_ids[(slot % MAGLEV_CHUNK) as usize]);
             e.backend = by_id.get(&id).copied();
             e.reason = format!(
                 "new flow: Maglev slot {slot} of {} (flow hash {hash:#010x})",

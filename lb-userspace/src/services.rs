@@ -565,8 +565,11 @@ impl ServiceMaps {
     fn write_table(&mut self, table_id: u32, table: &[u32]) -> Result<u32, ProgramError> {
         let mut chunk_index = 0;
         for slots in table.chunks(MAGLEV_CHUNK as usize) {
-            let mut chunk = MaglevChunk { backend_ids: [BACKEND_ID_NONE; MAGLEV_CHUNK as usize] };
-            chunk.backend_ids[..slots.len()].copy_from_slice(slots);
+            let mut chunk = MaglevChunk { backend_ids: [0; MAGLEV_CHUNK as usize] };
+            for (slot, &id) in chunk.backend_ids.iter_mut().zip(slots) {
+                // Ids come from `BackendIds`, which hands out only 1..MAX_BACKENDS.
+                *slot = u16::try_from(id).map_err(|_| ProgramError::BackendIdsExhausted)?;
+            }
             let key = MaglevKey { table_id, chunk: chunk_index };
             self.maps.maglev.insert(key, chunk, 0).map_err(map_err(MAGLEV))?;
             chunk_index += 1;
