@@ -11,7 +11,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -23,7 +23,7 @@ use crate::{
     alloc::{Allocations, Allocator},
     catalog::{Catalog, CatalogProgram},
     datapath::{Datapath, LoadOptions},
-    manifests::{self, ManifestCache},
+    manifests::ManifestCache,
     metrics::{MetricsSource, SyncStatus},
     model::{NodeConfig, desired},
     services::{ProgramError, ServiceMaps, ServiceProgram},
@@ -55,20 +55,6 @@ struct Applied {
     owner: BTreeMap<String, String>,
     /// Service → the file it was last read from.
     files: BTreeMap<String, PathBuf>,
-}
-
-/// Fingerprint of the inputs: a change of any file's name, size or mtime triggers a sync.
-fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    manifests::manifest_files(path)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|f| {
-            let meta = std::fs::metadata(&f).ok();
-            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
-            let mtime = meta.and_then(|m| m.modified().ok());
-            (f, len, mtime)
-        })
-        .collect()
 }
 
 /// The `ns/name` an allocation key (`ns/name/...` or a program key `ns/name:...`) is for.
@@ -236,13 +222,12 @@ impl Agent {
                 None
             }
         };
-        let mut last = None;
         let mut tick = tokio::time::interval(self.cfg.poll_interval);
         let mut ticks = 0u64;
         let watching = watch.is_some();
         loop {
             // An event always syncs (unchanged files cost a stat each); a poll syncs when
-            // the inputs' fingerprint moved.
+            // the parse cache no longer matches the files.
             let (event, poll) = tokio::select! {
                 () = &mut stop => {
                     info!("stopping; the datapath keeps serving (pinned under {})", self.cfg.load.pin_dir.display());
@@ -257,12 +242,8 @@ impl Agent {
                     (false, !watching || ticks == 1 || ticks.is_multiple_of(WATCHED_POLL_EVERY))
                 }
             };
-            if event || poll {
-                let fp = fingerprint(&self.cfg.manifests);
-                if event || last.as_ref() != Some(&fp) {
-                    last = Some(fp);
-                    self.sync()?;
-                }
+            if event || (poll && (ticks == 1 || !self.manifests.is_current(&self.cfg.manifests))) {
+                self.sync()?;
             }
         }
     }

@@ -101,6 +101,8 @@ pub fn load_path(path: &Path) -> Loaded {
 #[derive(Default)]
 pub struct ManifestCache {
     files: HashMap<PathBuf, (FileStamp, Loaded)>,
+    /// The last `load` could not list `path` (so an unchanged failure is "current").
+    listing_failed: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,12 +128,14 @@ impl ManifestCache {
             Ok(f) => f,
             Err(e) => {
                 self.files.clear();
+                self.listing_failed = true;
                 return Loaded {
                     errors: vec![unreadable(path, e.to_string())],
                     ..Loaded::default()
                 };
             }
         };
+        self.listing_failed = false;
         let present: std::collections::HashSet<&PathBuf> = files.iter().collect();
         self.files.retain(|f, _| present.contains(f));
         let mut loaded = Loaded::default();
@@ -162,6 +166,23 @@ impl ManifestCache {
             loaded.extend(parsed);
         }
         loaded
+    }
+}
+
+impl ManifestCache {
+    /// Whether `load(path)` would parse nothing again: the same files, each cached with
+    /// its current stamp (a file still in the racy window is never cached, so not current).
+    pub fn is_current(&self, path: &Path) -> bool {
+        match manifest_files(path) {
+            Err(_) => self.listing_failed,
+            Ok(files) => {
+                !self.listing_failed
+                    && files.len() == self.files.len()
+                    && files.iter().all(|f| {
+                        self.files.get(f).is_some_and(|(s, _)| Some(*s) == FileStamp::of(f))
+                    })
+            }
+        }
     }
 }
 
@@ -393,6 +414,42 @@ mod tests {
         assert_eq!(third.errors.len(), 1, "{:?}", third.errors);
         assert_eq!(third.errors[0].file, dir.0.join("b.yaml"));
         assert!(cache.files.is_empty(), "the removed file is dropped from the cache");
+    }
+
+    #[test]
+    fn cache_is_current_until_a_file_changes_appears_or_goes() {
+        let dir = Scratch::new("current");
+        let settled = |name: &str, text: String, age_s: u64| {
+            let path = dir.0.join(name);
+            std::fs::write(&path, text).expect("write");
+            let past = SystemTime::now() - std::time::Duration::from_secs(age_s);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(past))
+                .expect("set mtime");
+        };
+        settled("a.yaml", service("a", 80), 60);
+        let mut cache = ManifestCache::default();
+        assert!(!cache.is_current(&dir.0), "nothing loaded yet");
+        cache.load(&dir.0);
+        assert!(cache.is_current(&dir.0));
+
+        settled("a.yaml", service("a", 81), 30);
+        assert!(!cache.is_current(&dir.0), "a changed file");
+        cache.load(&dir.0);
+        assert!(cache.is_current(&dir.0));
+
+        std::fs::write(dir.0.join("b.yaml"), service("b", 80)).expect("write");
+        assert!(!cache.is_current(&dir.0), "a new file");
+        cache.load(&dir.0);
+        assert!(!cache.is_current(&dir.0), "a file written just now stays uncached");
+
+        std::fs::remove_file(dir.0.join("b.yaml")).expect("remove");
+        cache.load(&dir.0);
+        assert!(cache.is_current(&dir.0));
+        std::fs::remove_file(dir.0.join("a.yaml")).expect("remove");
+        assert!(!cache.is_current(&dir.0), "a removed file");
     }
 
     #[test]
