@@ -223,6 +223,18 @@ fn ct_row(
     }
 }
 
+/// The conntrack / reverse-NAT key of packets from `src` to `dst`.
+fn ct_key(src: SocketAddr, dst: SocketAddr, proto: u8) -> CtKey {
+    CtKey {
+        src: to_map(src.ip()),
+        dst: to_map(dst.ip()),
+        sport_be: src.port().to_be(),
+        dport_be: dst.port().to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
 fn proto_name(p: u8) -> String {
     match p {
         IPPROTO_TCP => "TCP".into(),
@@ -275,15 +287,8 @@ pub fn conntrack_flush(
             Err(e) => return Err(e.to_string()),
         }
         if let Some(b) = backend {
-            let rev = CtKey {
-                src: to_map(b.ip()),
-                dst: k.src,
-                sport_be: b.port().to_be(),
-                dport_be: k.sport_be,
-                proto: k.proto,
-                _pad: [0; 3],
-            };
-            let _ = maps.revnat.remove(&rev);
+            let client = SocketAddr::new(from_map(&k.src), u16::from_be(k.sport_be));
+            let _ = maps.revnat.remove(&ct_key(*b, client, k.proto));
         }
     }
     Ok(doomed.len())
@@ -372,14 +377,7 @@ pub fn explain(
         .program_by_id(svc.svc_id)
         .map(|p| p.key.clone())
         .or(Some(format!("service id {}", svc.svc_id)));
-    let ct = CtKey {
-        src,
-        dst,
-        sport_be: client.port().to_be(),
-        dport_be: frontend.port().to_be(),
-        proto: proto.number(),
-        _pad: [0; 3],
-    };
+    let ct = ct_key(client, frontend, proto.number());
     if let Ok(v) = maps.conntrack.get(&ct, 0)
         && v.svc_id == svc.svc_id
         && let Some(b) = by_id.get(&v.backend_id)
@@ -476,14 +474,7 @@ pub fn describe(maps: &Maps, catalog: &Catalog, service: &str) -> Option<Service
         .iter()
         .filter(|p| p.service() == service)
         .map(|p| {
-            let c = stats::service(maps, p.program.id).unwrap_or(
-                lb_common::counters::TrafficCounters {
-                    packets: 0,
-                    bytes: 0,
-                    new_flows: 0,
-                    drops: 0,
-                },
-            );
+            let c = stats::service(maps, p.program.id).unwrap_or(bytemuck::Zeroable::zeroed());
             ProgramDescription {
                 key: p.key.clone(),
                 id: p.program.id,
@@ -576,14 +567,7 @@ pub fn explain_live(
                     private.backends.set(id as u32, b, 0).map_err(e)?;
                 }
             }
-            let ct = CtKey {
-                src,
-                dst,
-                sport_be: client.port().to_be(),
-                dport_be: frontend.port().to_be(),
-                proto: proto.number(),
-                _pad: [0; 3],
-            };
+            let ct = ct_key(client, frontend, proto.number());
             if let Ok(v) = live.conntrack.get(&ct, 0) {
                 private.conntrack.insert(ct, v, 0).map_err(e)?;
             }
